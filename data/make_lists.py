@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Write classic list files for a class-per-folder image tree.
+
+    python data/make_lists.py ROOT [--val_fraction 0.1] [--seed 0]
+
+ROOT/<class_name>/**/<image> -> ROOT/train_list.txt, ROOT/val_list.txt (``relative/path label``) and
+ROOT/labels.txt (``label class_name``, classes sorted by name). If ROOT has ``train/`` and ``val/``
+sub-trees, they are used as the split and --val_fraction is ignored. Then:
+    python train.py --data_dir ROOT --model ResNet50_vd ...
+"""
+import argparse
+import os
+import random
+import sys
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def images_under(folder: str) -> list[str]:
+    found = []
+    for current, _dirs, files in os.walk(folder):
+        found += [os.path.join(current, f) for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return sorted(found)
+
+
+def class_folders(folder: str) -> list[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+
+
+def list_lines(root: str, tree: str, classes: list[str]) -> list[str]:
+    lines = []
+    for label, name in enumerate(classes):
+        class_dir = os.path.join(tree, name)
+        if os.path.isdir(class_dir):
+            lines += [f"{os.path.relpath(p, root)} {label}" for p in images_under(class_dir)]
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root")
+    parser.add_argument("--val_fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    root = args.root
+    if not os.path.isdir(root):
+        print(f"error: {root} is not a directory", file=sys.stderr)
+        return 2
+    split_dirs = os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val"))
+    if split_dirs:
+        classes = class_folders(os.path.join(root, "train"))
+        train = list_lines(root, os.path.join(root, "train"), classes)
+        val = list_lines(root, os.path.join(root, "val"), classes)
+    else:
+        classes = class_folders(root)
+        rng = random.Random(args.seed)
+        train, val = [], []
+        for label, name in enumerate(classes):
+            lines = list_lines(root, root, [name])
+            lines = [line.rsplit(" ", 1)[0] + f" {label}" for line in lines]
+            rng.shuffle(lines)
+            cut = int(round(len(lines) * args.val_fraction))
+            val += sorted(lines[:cut])
+            train += sorted(lines[cut:])
+    if not classes or not train:
+        print(f"error: no class folders with images under {root} (expected ROOT/<class>/<image>)", file=sys.stderr)
+        return 2
+    for name, lines in (("train_list.txt", train), ("val_list.txt", val)):
+        with open(os.path.join(root, name), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + ("\n" if lines else ""))
+    with open(os.path.join(root, "labels.txt"), "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{i} {name}\n" for i, name in enumerate(classes)))
+    print(f"{len(classes)} classes: {len(train)} train / {len(val)} val images; lists written in {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Evaluate top-1/top-5 accuracy of a model over a list file.
+
+    python eval.py --model=ResNet50_vd --pretrained_model=output/ResNet50_vd/199 --data_dir=./data/ILSVRC2012/
+"""
+import argparse
+import json
+import os
+import time
+
+from utils.cli import run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from utils import args as flags
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flags.add_env_args(parser)
+    flags.add_model_args(parser)
+    flags.add_preprocess_args(parser)
+    flags.add_eval_args(parser)
+    return parser
+
+
+def main(argv):
+    import models
+    from reader import (
+        BadImageLog,
+        EpochBatchSampler,
+        ImageListDataset,
+        make_loader,
+        parse_list_file,
+        resolve_list,
+    )
+    from utils.args import UsageError, parse, print_arguments
+    from utils.checkpoint import load_pretrained
+    from utils.cli import select_device
+    from utils.evaluate import evaluate
+    from utils.presets import model_options, preprocess_config
+
+    args = parse(build_parser(), argv)
+    print_arguments(args)
+    select_device(args.use_gpu)
+    val_list = resolve_list(args.data_dir, args.val_list, "val_list.txt")
+    listed = parse_list_file(val_list, args.data_dir, args.class_dim)
+    class_dim = args.class_dim or listed.num_classes
+    model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
+    if not args.pretrained_model:
+        raise UsageError("--pretrained_model is required: evaluating random weights measures nothing")
+    report = load_pretrained(model, args.pretrained_model, model_name=args.model)
+    if report.shape_mismatch:
+        raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
+                         "set --class_dim to the number of classes the weights were trained with")
+    print(f"weights: {report.summary()}")
+    cfg = preprocess_config(args)
+    dataset = ImageListDataset(listed.samples, cfg, training=False)
+    loader = make_loader(dataset, EpochBatchSampler(len(dataset), args.batch_size, shuffle=False),
+                         args.reader_thread, args.reader_buf_size)
+    bad = BadImageLog()
+    started = time.perf_counter()
+    accuracy = evaluate(model, loader, bad)
+    seconds = time.perf_counter() - started
+    result = {"model": args.model, "top1": accuracy.top(1), "top5": accuracy.top(5),
+              "samples": accuracy.samples, "skipped": bad.count, "pretrained_model": args.pretrained_model,
+              "val_list": val_list, "class_dim": class_dim, "preprocess": cfg.__dict__,
+              "seconds": round(seconds, 2)}
+    print(f"[eval] {args.model} top1 {result['top1']:.4f} top5 {result['top5']:.4f} "
+          f"samples {accuracy.samples} skipped {bad.count} ({seconds:.1f} s)")
+    if args.save_json_path:
+        os.makedirs(os.path.dirname(os.path.abspath(args.save_json_path)), exist_ok=True)
+        with open(args.save_json_path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,1 @@
+"""Shared pieces of the entry scripts: arguments, schedules, optimizer, losses, EMA, checkpoints."""

@@ -1,0 +1,165 @@
+"""Command-line flags, with the classic PaddleCV image_classification names, defaults and meanings.
+
+Flags are grouped so each script takes only what it uses. Preprocessing flags default to None: the
+model's metadata (models.get_model_meta) fills what the user did not give, so every script and the
+exported model preprocess the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+LR_STRATEGIES = ("piecewise_decay", "cosine_decay", "cosine_decay_warmup", "exponential_decay_warmup",
+                 "linear_decay")
+
+
+class UsageError(ValueError):
+    """A bad flag or input file; scripts print it as one line and exit with code 2."""
+
+
+def str2bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "y", "t"):
+        return True
+    if value in ("false", "0", "no", "n", "f", "none"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def _shape(text: str) -> list[int]:
+    return [int(v) for v in text.replace(",", " ").split()]
+
+
+class _ShapeAction(argparse.Action):
+    """--image_shape 3 224 224, --image_shape 3,224,224 and --image_shape=3,224,224 all work."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        numbers = [n for value in values for n in _shape(value)]
+        if len(numbers) != 3 or numbers[0] != 3 or min(numbers) <= 0:
+            parser.error(f"--image_shape needs 3 values C H W with C=3 (e.g. 3 224 224), got {values}")
+        setattr(namespace, self.dest, numbers)
+
+
+def add_env_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("environment")
+    group.add_argument("--use_gpu", type=str2bool, default=None,
+                       help="True/False; default: True when Paddle is built with CUDA and a GPU is visible")
+    group.add_argument("--cpu_threads", type=int, default=None, help="CPU threads (default: usable cores)")
+    group.add_argument("--debug", type=str2bool, default=False, help="show full tracebacks on errors")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", type=str, default="ResNet50", help="model name (see models.list_models())")
+    group.add_argument("--class_dim", type=int, default=None,
+                       help="number of classes (default: from the list files, else 1000)")
+    group.add_argument("--pretrained_model", type=str, default=None,
+                       help=".pdparams file, path prefix without extension, or checkpoint directory")
+    group.add_argument("--padding_type", type=str, default=None, help="EfficientNet: SAME | DYNAMIC | VALID")
+    group.add_argument("--use_se", type=str2bool, default=None, help="EfficientNet: squeeze-excite blocks")
+    group.add_argument("--drop_connect_rate", type=float, default=None, help="EfficientNet drop-connect")
+    group.add_argument("--deploy", type=str2bool, default=None, help="ACNet: build the fused deploy form")
+    group.add_argument("--data_format", type=str, default="NCHW", choices=("NCHW",),
+                       help="tensor layout (NCHW)")
+
+
+def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reader and preprocessing")
+    group.add_argument("--data_dir", type=str, default="./data/ILSVRC2012/", help="root of the list paths")
+    group.add_argument("--image_shape", nargs="+", action=_ShapeAction, default=None,
+                       help="C H W, e.g. 3 224 224 (default: the model's input size)")
+    group.add_argument("--resize_short_size", type=int, default=None,
+                       help="eval: resize the short side to this, then centre crop (default: the model's)")
+    group.add_argument("--interpolation", type=str, default=None,
+                       help="nearest|bilinear|bicubic|area|lanczos or cv2 code 0-4 (default: the model's)")
+    group.add_argument("--image_mean", nargs=3, type=float, default=None, help="RGB mean on 0-1 scale")
+    group.add_argument("--image_std", nargs=3, type=float, default=None, help="RGB std on 0-1 scale")
+    group.add_argument("--reader_thread", type=int, default=8, help="decode/augment worker processes")
+    group.add_argument("--reader_buf_size", type=int, default=8, help="batches prefetched per worker")
+    group.add_argument("--use_dali", type=str2bool, default=False, help="NVIDIA DALI reader (not available)")
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("solver and hyperparameters")
+    group.add_argument("--train_list", type=str, default=None, help="default: <data_dir>/train_list.txt")
+    group.add_argument("--val_list", type=str, default=None, help="default: <data_dir>/val_list.txt")
+    group.add_argument("--total_images", type=int, default=None,
+                       help="images per epoch (default: lines in the train list)")
+    group.add_argument("--num_epochs", type=int, default=120)
+    group.add_argument("--batch_size", type=int, default=8, help="global batch size (all devices)")
+    group.add_argument("--test_batch_size", type=int, default=16)
+    group.add_argument("--lr", type=float, default=0.1, help="base learning rate")
+    group.add_argument("--lr_strategy", type=str, default="piecewise_decay", help=" | ".join(LR_STRATEGIES))
+    group.add_argument("--l2_decay", type=float, default=1e-4)
+    group.add_argument("--momentum_rate", type=float, default=0.9)
+    group.add_argument("--optimizer", type=str, default="momentum", choices=("momentum", "rmsprop"),
+                       help="momentum (classic) or rmsprop (EfficientNet recipe)")
+    group.add_argument("--warm_up_epochs", type=float, default=5.0)
+    group.add_argument("--decay_epochs", type=float, default=2.4, help="exponential_decay_warmup period")
+    group.add_argument("--decay_rate", type=float, default=0.97, help="exponential_decay_warmup factor")
+    group.add_argument("--step_epochs", nargs="+", type=int, default=[30, 60, 90],
+                       help="piecewise_decay: epochs at which lr is multiplied by 0.1")
+    group.add_argument("--lower_scale", type=float, default=0.08, help="random crop: smallest area fraction")
+    group.add_argument("--lower_ratio", type=float, default=3.0 / 4.0, help="random crop: smallest aspect")
+    group.add_argument("--upper_ratio", type=float, default=4.0 / 3.0, help="random crop: largest aspect")
+    group.add_argument("--random_flip", type=str2bool, default=True, help="random horizontal flip")
+    group.add_argument("--rotate_degrees", type=float, default=0.0, help="random rotation range (0: off)")
+    group.add_argument("--color_jitter", type=float, default=0.0, help="brightness/contrast/saturation")
+    group.add_argument("--use_aa", type=str2bool, default=False, help="AutoAugment, ImageNet policy")
+    group.add_argument("--use_mixup", type=str2bool, default=False)
+    group.add_argument("--mixup_alpha", type=float, default=0.2)
+    group.add_argument("--use_label_smoothing", type=str2bool, default=False)
+    group.add_argument("--label_smoothing_epsilon", type=float, default=0.1)
+    group.add_argument("--use_ema", type=str2bool, default=False)
+    group.add_argument("--ema_decay", type=float, default=0.9999)
+    group.add_argument("--validate", type=str2bool, default=True, help="evaluate after each epoch")
+
+    group = parser.add_argument_group("checkpoints and logging")
+    group.add_argument("--model_save_dir", type=str, default="./output")
+    group.add_argument("--save_step", type=int, default=1, help="save a checkpoint every N epochs")
+    group.add_argument("--print_step", type=int, default=10, help="log every N steps")
+    group.add_argument("--checkpoint", type=str, default=None, help="checkpoint directory to resume from")
+    group.add_argument("--resume", type=str, default=None,
+                       help="'auto': resume from the newest complete checkpoint of this model, if any")
+    group.add_argument("--finetune_exclude_pretrained_params", type=str, default=None,
+                       help="comma-separated parameter name prefixes not to load from --pretrained_model")
+    group.add_argument("--vdl_log_dir", type=str, default=None, help="write VisualDL scalars here")
+
+    group = parser.add_argument_group("reproducibility and profiling")
+    group.add_argument("--random_seed", type=int, default=None)
+    group.add_argument("--enable_ce", type=str2bool, default=False,
+                       help="continuous-evaluation mode: fixed seed 1000 and no shuffling randomness")
+    group.add_argument("--is_profiler", type=str2bool, default=False)
+    group.add_argument("--profiler_path", type=str, default="./profiler_files")
+    group.add_argument("--max_iter", type=int, default=0, help="stop after this many steps (0: no limit)")
+    group.add_argument("--same_feed", type=int, default=0,
+                       help="feed the same N batches repeatedly (speed tests without I/O); 0: off")
+
+    group = parser.add_argument_group("mixed precision")
+    group.add_argument("--use_fp16", type=str2bool, default=False, help="alias of --use_amp")
+    group.add_argument("--use_amp", type=str2bool, default=False)
+    group.add_argument("--scale_loss", type=float, default=1.0)
+    group.add_argument("--use_dynamic_loss_scaling", type=str2bool, default=True)
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--val_list", type=str, default=None, help="default: <data_dir>/val_list.txt")
+    group.add_argument("--batch_size", type=int, default=32)
+    group.add_argument("--save_json_path", type=str, default=None, help="write the metrics as JSON here")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if getattr(args, "use_fp16", False):
+        args.use_amp = True
+    if getattr(args, "lr_strategy", None) is not None and args.lr_strategy not in LR_STRATEGIES:
+        parser.error(f"--lr_strategy {args.lr_strategy!r} is unknown; choose one of: {', '.join(LR_STRATEGIES)}")
+    return args
+
+
+def print_arguments(args: argparse.Namespace, out=sys.stdout) -> None:
+    print("-------------  Configuration Arguments -------------", file=out)
+    for key, value in sorted(vars(args).items()):
+        print(f"{key:>35} : {value}", file=out)
+    print("----------------------------------------------------", file=out)

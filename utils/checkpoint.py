@@ -1,0 +1,277 @@
+"""Checkpoints (atomic), pretrained-weight loading (shape-checked) and resuming.
+
+A checkpoint is a directory ``<model_save_dir>/<model>/<epoch>/`` holding ``model.pdparams``,
+``model.pdopt`` (optimizer + LR schedule), optional ``ema.pdparams`` and ``scaler.json``, and
+``meta.json`` (epoch, model, args). It is written into a temporary sibling directory and renamed into
+place, so a crash never leaves a half-written checkpoint under an epoch number.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import paddle
+
+from utils.args import UsageError
+
+WEIGHTS = "model.pdparams"
+OPTIMIZER = "model.pdopt"
+EMA_WEIGHTS = "ema.pdparams"
+META = "meta.json"
+
+
+# ---------------------------------------------------------------- reading weight files
+
+
+def resolve_weights_path(path: str, flag: str = "--pretrained_model") -> str:
+    """A .pdparams file, a path prefix without extension, or a checkpoint directory -> the file."""
+    candidates = [path, path + ".pdparams", os.path.join(path, WEIGHTS)]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise UsageError(
+        f"{flag} {path}: not found (tried {', '.join(candidates)}); give a .pdparams file, "
+        "its path without extension, or a checkpoint directory"
+    )
+
+
+# What a .pdparams/.pdopt pickle may reference: numpy arrays and plain containers, nothing that runs code.
+_ALLOWED_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+}
+
+
+class UnsafeWeightsError(UsageError):
+    """A weights file that would import something other than arrays (pickle can run arbitrary code)."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafeWeightsError(f"refers to {module}.{name}, which a weights file never needs")
+
+
+def safe_load(path: str) -> dict:
+    """Load a Paddle state_dict pickle admitting only numpy arrays and plain containers."""
+    with open(path, "rb") as handle:
+        return _RestrictedUnpickler(handle).load()
+
+
+def load_state_file(path: str, flag: str = "--pretrained_model") -> dict:
+    """Read a .pdparams/.pdopt file without running code from it (see :func:`safe_load`)."""
+    try:
+        state = safe_load(path)
+    except UnsafeWeightsError as err:
+        raise UnsafeWeightsError(f"{flag} {path}: refused to load: the file {err} (it may run code); "
+                                 "only load weights from sources you trust") from None
+    except Exception as err:  # truncated or foreign files raise many types
+        raise UsageError(f"{flag} {path}: not Paddle weights ({type(err).__name__}: {err})"[:400]) from None
+    if not isinstance(state, dict) or not state:
+        raise UsageError(f"{flag} {path}: not a Paddle state_dict (got {type(state).__name__})")
+    return state
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str]
+    shape_mismatch: list[str]
+    excluded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+    def summary(self) -> str:
+        parts = [f"loaded {len(self.loaded)} tensors"]
+        if self.shape_mismatch:
+            parts.append(f"skipped {len(self.shape_mismatch)} with a different shape "
+                         f"(new head / class_dim): {', '.join(self.shape_mismatch)}")
+        if self.excluded:
+            parts.append(f"excluded by flag: {', '.join(self.excluded)}")
+        if self.missing:
+            parts.append(f"{len(self.missing)} not in the file (kept initialised): {', '.join(self.missing[:6])}"
+                         + (" ..." if len(self.missing) > 6 else ""))
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} in the file but not in the model (ignored)")
+        return "; ".join(parts)
+
+
+def load_pretrained(model: paddle.nn.Layer, path: str, exclude: list[str] | None = None,
+                    model_name: str = "", flag: str = "--pretrained_model") -> LoadReport:
+    """Load matching tensors; skip (and name) those whose shape differs, e.g. a 1000-class classifier."""
+    file_path = resolve_weights_path(path, flag)
+    state = load_state_file(file_path, flag)
+    own = model.state_dict()
+    exclude = [e for e in (exclude or []) if e]
+    report = LoadReport([], [], [], [], [k for k in state if k not in own])
+    to_load = {}
+    for key, param in own.items():
+        if key not in state:
+            report.missing.append(key)
+        elif any(key == e or key.startswith(e.rstrip(".") + ".") or key.startswith(e) for e in exclude):
+            report.excluded.append(key)
+        elif list(state[key].shape) != list(param.shape):
+            report.shape_mismatch.append(key)
+        else:
+            to_load[key] = state[key]
+            report.loaded.append(key)
+    if not report.loaded:
+        raise UsageError(
+            f"{flag} {file_path}: none of its {len(state)} tensors fit model {model_name or type(model).__name__}"
+            " (weights of a different model?)"
+        )
+    model.set_state_dict(to_load)
+    return report
+
+
+# ---------------------------------------------------------------- writing checkpoints
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _save_fsync(obj, path: str) -> None:
+    paddle.save(obj, path)
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(state: dict, path: str) -> str:
+    """Write a state_dict to ``path`` atomically (temp file + rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pdparams", dir=directory)
+    os.close(fd)
+    try:
+        _save_fsync(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(directory: str, *, epoch: int, model, optimizer=None, ema=None, scaler_state=None,
+                    extra_meta: dict | None = None) -> str:
+    """Write a complete checkpoint to ``directory`` atomically; returns the directory."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    try:
+        _save_fsync(model.state_dict(), os.path.join(staging, WEIGHTS))
+        if optimizer is not None:
+            _save_fsync(optimizer.state_dict(), os.path.join(staging, OPTIMIZER))
+        if ema is not None:
+            _save_fsync(ema.state_dict()["weights"], os.path.join(staging, EMA_WEIGHTS))
+        meta = {"epoch": epoch, "complete": True, **(extra_meta or {})}
+        if ema is not None:
+            meta["ema_updates"] = ema.updates
+        if scaler_state is not None:
+            meta["scaler"] = scaler_state
+        with open(os.path.join(staging, META), "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=1, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(staging)
+        if os.path.exists(directory):  # re-saving an epoch: move the old one aside, then replace
+            old = directory + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(staging, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def read_meta(directory: str) -> dict | None:
+    try:
+        with open(os.path.join(directory, META), encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not meta.get("complete") or not os.path.isfile(os.path.join(directory, WEIGHTS)):
+        return None
+    return meta
+
+
+def latest_checkpoint(model_dir: str) -> str | None:
+    """The complete checkpoint furthest into training under ``model_dir`` (by global step), or None.
+
+    Staging directories (``.<name>.tmp-*``) and checkpoints without a complete meta.json are never picked.
+    """
+    if not os.path.isdir(model_dir):
+        return None
+    best, best_key = None, None
+    for name in os.listdir(model_dir):
+        if name.startswith("."):
+            continue
+        path = os.path.join(model_dir, name)
+        meta = read_meta(path) if os.path.isdir(path) else None
+        if meta is None:
+            continue
+        key = (int(meta.get("global_step", -1)), int(meta.get("epoch", -1)))
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best
+
+
+def load_checkpoint(directory: str, model, optimizer=None, ema=None, model_name: str = "") -> dict:
+    """Restore a training state; returns the checkpoint's meta (``epoch`` is the last finished epoch)."""
+    meta = read_meta(directory)
+    if meta is None:
+        raise UsageError(f"--checkpoint {directory}: not a complete checkpoint (no {META} or {WEIGHTS})")
+    saved_model = meta.get("model")
+    if model_name and saved_model and saved_model != model_name:
+        raise UsageError(f"--checkpoint {directory}: saved from --model={saved_model}, not {model_name}")
+    weights = load_state_file(os.path.join(directory, WEIGHTS), "--checkpoint")
+    own = model.state_dict()
+    wrong = [k for k in own if k not in weights or list(weights[k].shape) != list(own[k].shape)]
+    if wrong:
+        raise UsageError(f"--checkpoint {directory}: weights do not fit this model ({len(wrong)} tensors differ, "
+                         f"e.g. {wrong[0]}); was it saved with another --model or --class_dim?")
+    model.set_state_dict(weights)
+    if optimizer is not None and os.path.isfile(os.path.join(directory, OPTIMIZER)):
+        optimizer.set_state_dict(load_state_file(os.path.join(directory, OPTIMIZER), "--checkpoint"))
+    if ema is not None and os.path.isfile(os.path.join(directory, EMA_WEIGHTS)):
+        ema.set_state_dict({"updates": meta.get("ema_updates", 0),
+                            "weights": load_state_file(os.path.join(directory, EMA_WEIGHTS), "--checkpoint")})
+    return meta

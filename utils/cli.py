@@ -1,0 +1,45 @@
+"""Script plumbing: CPU setup before paddle loads, one-line errors with exit code 2, device choice."""
+from __future__ import annotations
+
+import sys
+import traceback
+
+from utils.runtime import prepare_cpu
+
+
+def run(main) -> None:
+    """Run ``main(argv)``; a user error prints one line and exits 2 (``--debug True`` shows the traceback)."""
+    prepare_cpu()
+    from models import UnknownModelError
+    from reader import ListFileError
+    from utils.args import UsageError
+    from utils.transforms import ImageDecodeError
+
+    debug = any(a.lower() in ("--debug=true", "--debug=1") for a in sys.argv) or (
+        "--debug" in sys.argv and sys.argv[sys.argv.index("--debug") + 1:][:1] in (["True"], ["true"], ["1"]))
+    try:
+        code = main(sys.argv[1:])
+    except (UsageError, ListFileError, UnknownModelError, ImageDecodeError) as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def select_device(use_gpu: bool | None) -> str:
+    """'gpu' or 'cpu'; asking for a GPU that this Paddle build cannot use is an error, not a fallback."""
+    import paddle
+
+    from utils.args import UsageError
+
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if use_gpu and not has_gpu:
+        raise UsageError("--use_gpu=True, but this Paddle build has no usable CUDA GPU; install "
+                         "paddlepaddle-gpu (see README) or pass --use_gpu=False")
+    device = "gpu" if (has_gpu if use_gpu is None else use_gpu) else "cpu"
+    paddle.set_device(device)
+    return device

@@ -1,0 +1,46 @@
+"""Preprocessing settings for a run: flags override, the model's metadata fills the rest."""
+from __future__ import annotations
+
+import argparse
+
+from models import get_model_meta
+from utils.args import UsageError
+from utils.transforms import PreprocessConfig, interpolation_name
+
+
+def preprocess_config(args: argparse.Namespace, training: bool = False) -> PreprocessConfig:
+    meta = get_model_meta(args.model)
+    shape = getattr(args, "image_shape", None)
+    crop = shape[1] if shape else meta.input_size
+    if shape and shape[1] != shape[2]:
+        raise UsageError(f"--image_shape {shape}: only square inputs are supported (H == W)")
+    resize = getattr(args, "resize_short_size", None)
+    if resize is None:
+        # keep the model's crop/resize proportion when only the input size was changed
+        resize = meta.resize_short if crop == meta.input_size else round(crop * meta.resize_short / meta.input_size)
+    try:
+        interpolation = interpolation_name(getattr(args, "interpolation", None)) or meta.interpolation
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if resize < crop:
+        raise UsageError(f"--resize_short_size {resize} is smaller than the crop {crop} (--image_shape)")
+    cfg = PreprocessConfig(
+        crop_size=crop,
+        resize_short=resize,
+        interpolation=interpolation,
+        mean=tuple(args.image_mean) if getattr(args, "image_mean", None) else tuple(meta.mean),
+        std=tuple(args.image_std) if getattr(args, "image_std", None) else tuple(meta.std),
+    )
+    if training:
+        cfg.lower_scale, cfg.lower_ratio, cfg.upper_ratio = args.lower_scale, args.lower_ratio, args.upper_ratio
+        cfg.random_flip = args.random_flip
+        cfg.rotate_degrees, cfg.color_jitter, cfg.use_aa = args.rotate_degrees, args.color_jitter, args.use_aa
+        if not 0 < cfg.lower_scale <= 1 or not 0 < cfg.lower_ratio <= cfg.upper_ratio:
+            raise UsageError("--lower_scale must be in (0, 1] and 0 < --lower_ratio <= --upper_ratio")
+    return cfg
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """Family options given on the command line (unset ones are left to the model's defaults)."""
+    names = ("padding_type", "use_se", "drop_connect_rate", "deploy")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
