@@ -33,7 +33,7 @@ def main(argv):
         resolve_list,
     )
     from utils.args import UsageError, parse, print_arguments
-    from utils.checkpoint import load_pretrained
+    from utils.checkpoint import class_dim_of_weights, load_pretrained
     from utils.cli import select_device
     from utils.evaluate import evaluate
     from utils.presets import model_options, preprocess_config
@@ -42,11 +42,13 @@ def main(argv):
     print_arguments(args)
     select_device(args.use_gpu)
     val_list = resolve_list(args.data_dir, args.val_list, "val_list.txt")
-    listed = parse_list_file(val_list, args.data_dir, args.class_dim)
-    class_dim = args.class_dim or listed.num_classes
-    model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
     if not args.pretrained_model:
         raise UsageError("--pretrained_model is required: evaluating random weights measures nothing")
+    # class_dim: the flag, else what the weights were trained for, else what the list holds
+    class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, models.get_model_meta(args.model).classifier)
+    listed = parse_list_file(val_list, args.data_dir, class_dim)
+    class_dim = class_dim or listed.num_classes
+    model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
     report = load_pretrained(model, args.pretrained_model, model_name=args.model)
     if report.shape_mismatch:
         raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "

@@ -205,8 +205,8 @@ class _PaddleDatasetAdapter(Dataset):
 class BadImageLog:
     """Counts skipped images and logs each path once."""
 
-    def __init__(self, log=print):
-        self.messages: dict[str, None] = {}
+    def __init__(self, log=print, seen: dict | None = None):
+        self.messages: dict[str, None] = {} if seen is None else seen  # share to log each path once per run
         self.count = 0
         self.log = log
 

@@ -9,9 +9,10 @@ IMAGENETTE = SHARED / "data" / "imagenette"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.runtime import prepare_cpu  # noqa: E402
+from utils.runtime import import_paddle_quietly, prepare_cpu  # noqa: E402
 
 prepare_cpu(argv=[])
+import_paddle_quietly()
 
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -38,8 +39,10 @@ def digits_dir(tmp_path_factory):
     return out
 
 
-def subset_list(source, target, count, step=1):
+def subset_list(source, target, count):
+    """``count`` lines evenly spaced over a list file (lists are sorted by class, so every class appears)."""
     lines = [line for line in open(source, encoding="utf-8").read().splitlines() if line.strip()]
+    step = max(1, len(lines) // count)
     with open(target, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines[::step][:count]) + "\n")
     return target

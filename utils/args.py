@@ -112,6 +112,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label_smoothing_epsilon", type=float, default=0.1)
     group.add_argument("--use_ema", type=str2bool, default=False)
     group.add_argument("--ema_decay", type=float, default=0.9999)
+    group.add_argument("--freeze_bn", type=str2bool, default=False,
+                       help="keep BatchNorm statistics fixed (small-batch fine-tuning; exact multi-process parity)")
     group.add_argument("--validate", type=str2bool, default=True, help="evaluate after each epoch")
 
     group = parser.add_argument_group("checkpoints and logging")
@@ -137,7 +139,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("mixed precision")
     group.add_argument("--use_fp16", type=str2bool, default=False, help="alias of --use_amp")
-    group.add_argument("--use_amp", type=str2bool, default=False)
+    group.add_argument("--use_amp", type=str2bool, default=False, help="O1 autocast (GPU)")
+    group.add_argument("--use_pure_fp16", type=str2bool, default=False, help="O2: fp16 model, fp32 master weights")
+    group.add_argument("--amp_dtype", type=str, default="float16", help="float16 | bfloat16")
     group.add_argument("--scale_loss", type=float, default=1.0)
     group.add_argument("--use_dynamic_loss_scaling", type=str2bool, default=True)
 

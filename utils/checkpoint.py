@@ -75,7 +75,19 @@ def load_state_file(path: str, flag: str = "--pretrained_model") -> dict:
         raise UsageError(f"{flag} {path}: not Paddle weights ({type(err).__name__}: {err})"[:400]) from None
     if not isinstance(state, dict) or not state:
         raise UsageError(f"{flag} {path}: not a Paddle state_dict (got {type(state).__name__})")
-    return state
+    # paddle.save adds a bookkeeping entry ("StructuredToParameterName@@") that is not a tensor
+    return {k: v for k, v in state.items() if not str(k).endswith("@@")}
+
+
+def class_dim_of_weights(path: str, classifier: tuple[str, ...], flag: str = "--pretrained_model") -> int | None:
+    """The number of classes a weights file was trained for, read from its classifier tensor."""
+    state = load_state_file(resolve_weights_path(path, flag), flag)
+    for prefix in classifier:
+        weight = state.get(f"{prefix}.weight")
+        if weight is not None:
+            shape = list(weight.shape)
+            return int(shape[1] if len(shape) == 2 else shape[0])  # Linear [in, out]; 1x1 conv [out, in, 1, 1]
+    return None
 
 
 @dataclass

@@ -4,12 +4,13 @@ from __future__ import annotations
 import sys
 import traceback
 
-from utils.runtime import prepare_cpu
+from utils.runtime import import_paddle_quietly, prepare_cpu
 
 
 def run(main) -> None:
     """Run ``main(argv)``; a user error prints one line and exits 2 (``--debug True`` shows the traceback)."""
     prepare_cpu()
+    import_paddle_quietly()
     from models import UnknownModelError
     from reader import ListFileError
     from utils.args import UsageError

@@ -13,13 +13,20 @@ from utils.metrics import Accumulator, format_seconds
 
 
 def _progress(done: int, total: int, started: float, accuracy: Accumulator, out) -> None:
+    """A redrawn bar on a terminal; in a log file, one line per ~10% of the batches."""
+    interactive = hasattr(out, "isatty") and out.isatty()
+    if not interactive and done % max(1, total // 10) and done != total:
+        return
     elapsed = time.perf_counter() - started
     eta = elapsed / done * (total - done) if done else 0.0
     width = 30
     filled = int(width * done / max(1, total))
-    print(f"\r[eval] [{'#' * filled}{'.' * (width - filled)}] {done}/{total} batches "
-          f"top1 {accuracy.top(1):.4f} top5 {accuracy.top(5):.4f} ETA {format_seconds(eta)}",
-          end="" if done < total else "\n", file=out, flush=True)
+    line = (f"[eval] [{'#' * filled}{'.' * (width - filled)}] {done}/{total} batches "
+            f"top1 {accuracy.top(1):.4f} top5 {accuracy.top(5):.4f} ETA {format_seconds(eta)}")
+    if interactive:
+        print("\r" + line, end="" if done < total else "\n", file=out, flush=True)
+    else:
+        print(line, file=out, flush=True)
 
 
 @paddle.no_grad()
@@ -42,7 +49,7 @@ def evaluate(model: paddle.nn.Layer, loader, bad_log: BadImageLog | None = None,
         if len(labels):
             logits = forward(np.asarray(images))
             accuracy.add(np.asarray(logits), np.asarray(labels))
-        if show_progress and (step % 10 == 0 or step == total):
+        if show_progress:
             _progress(step, total, started, accuracy, out)
     if model is not None and was_training:
         model.train()

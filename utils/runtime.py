@@ -56,3 +56,32 @@ def prepare_cpu(threads: int | None = None, argv: list[str] | None = None) -> in
     if cpu_vendor() == "AuthenticAMD":
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     return int(os.environ["OMP_NUM_THREADS"])
+
+
+class _DropLines:
+    """A stderr stand-in that drops lines containing any of ``patterns``."""
+
+    def __init__(self, stream, patterns: tuple[str, ...]):
+        self.stream, self.patterns = stream, patterns
+
+    def write(self, text: str) -> int:
+        if any(p in text for p in self.patterns):
+            return len(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def import_paddle_quietly():
+    """Import paddle without its warning that OMP_NUM_THREADS > 1 "will not be optimized": we set the
+    thread count on purpose (it is what makes CPU training fast) and the warning would only mislead."""
+    if "paddle" in sys.modules:
+        return sys.modules["paddle"]
+    saved = sys.stderr
+    sys.stderr = _DropLines(saved, ("OMP_NUM_THREADS set to", "USE OMP_NUM_THREADS WISELY"))
+    try:
+        import paddle
+    finally:
+        sys.stderr = saved
+    return paddle

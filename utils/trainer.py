@@ -28,6 +28,7 @@ from reader import (
     parse_list_file,
     resolve_list,
 )
+from utils.amp import AmpSettings, restore_scaler, scaler_state
 from utils.args import UsageError
 from utils.checkpoint import latest_checkpoint, load_checkpoint, load_pretrained, save_checkpoint
 from utils.cli import select_device
@@ -79,6 +80,7 @@ class Trainer:
         self.last_checkpoint: str | None = None
         self.stop_requested: str | None = None
         self.halt = False  # max_iter reached or a stop signal: save and leave after this step
+        self.bad_log = BadImageLog(log=lambda m: _log(self.rank, m))
         self._load_lists()
         self._build_model()
         self._build_data()
@@ -116,7 +118,6 @@ class Trainer:
             exclude = (args.finetune_exclude_pretrained_params or "").split(",")
             report = load_pretrained(self.model, args.pretrained_model, exclude, args.model)
             _log(self.rank, f"pretrained {args.pretrained_model}: {report.summary()}")
-        self.net = paddle.DataParallel(self.model) if self.rank.world_size > 1 else self.model
 
     def _build_data(self) -> None:
         args, rank = self.args, self.rank
@@ -152,8 +153,15 @@ class Trainer:
                                          args.l2_decay, args.momentum_rate)
         self.loss_fn = ClassificationLoss(args.label_smoothing_epsilon if args.use_label_smoothing else 0.0)
         self.ema = ModelEMA(self.model, args.ema_decay) if args.use_ema else None
-        if args.use_amp and self.device == "cpu":
-            _log(self.rank, "note: --use_amp/--use_fp16 need a GPU; on CPU training stays fp32")
+        self.amp = AmpSettings.from_args(args, self.device)
+        if self.amp.note():
+            _log(self.rank, self.amp.note())
+        self.scaler = self.amp.make_scaler()
+        self.model, self.optimizer = self.amp.decorate(self.model, self.optimizer)
+        if self.rank.world_size > 1:
+            self.net = paddle.DataParallel(self.model)
+        else:
+            self.net = self.model
         self.model_dir = os.path.join(args.model_save_dir, args.model)
 
     def _restore(self) -> None:
@@ -168,6 +176,7 @@ class Trainer:
         if not directory:
             return
         meta = load_checkpoint(directory, self.model, self.optimizer, self.ema, args.model)
+        restore_scaler(self.scaler, meta.get("scaler"))
         self.start_epoch = int(meta.get("next_epoch", int(meta["epoch"]) + 1))
         self.start_step = int(meta.get("next_step", 0))
         self.global_step = int(meta.get("global_step", self.start_epoch * self.steps_per_epoch))
@@ -185,7 +194,6 @@ class Trainer:
              f"{len(self.val_samples)} val images, {self.steps_per_epoch} steps/epoch, seed {self.seed}, "
              f"device {self.device}, {self.rank.world_size} process(es)")
         writer = self._visualdl()
-        self.bad_log = BadImageLog(log=lambda m: _log(self.rank, m))
         previous = self._install_signal_handlers()
         result = {}
         try:
@@ -203,7 +211,7 @@ class Trainer:
             if writer is not None:
                 writer.close()
         if self.bad_log.count:
-            _log(self.rank, f"skipped {self.bad_log.count} unreadable training/validation images")
+            _log(self.rank, f"skipped {self.bad_log.count} unreadable training images in all")
         return result
 
     def _batches(self, epoch: int, first_step: int):
@@ -225,6 +233,10 @@ class Trainer:
         """Train one epoch from ``first_step``; returns the number of steps done (fewer when stopped early)."""
         args = self.args
         self.net.train()
+        if args.freeze_bn:
+            for layer in self.model.sublayers():
+                if isinstance(layer, (paddle.nn.layer.norm._BatchNormBase, paddle.nn.BatchNorm)):
+                    layer.eval()
         speed, steps_in_epoch = Throughput(), len(self.train_sampler)
         epoch_start = time.perf_counter()
         profiler = self._profiler(epoch)
@@ -263,28 +275,42 @@ class Trainer:
         y_b, lam = None, 1.0
         if mixup is not None:
             x, y, y_b, lam = mixup(x, y)
-        with paddle.amp.auto_cast(enable=self.args.use_amp and self.device == "gpu"):
+        with self.amp.autocast():
             output = self.net(x)
             loss = self.loss_fn(output, y, y_b, lam)
-        loss_value = float(loss)
+        loss_value = self._global_mean(loss)
+        self.step_lr = self.optimizer.get_lr()  # the lr this step uses (logged), before the schedule moves
         if not math.isfinite(loss_value):
             where = self.last_checkpoint or "none yet"
             raise TrainingDiverged(f"loss is {loss_value} at step {self.global_step + 1}; "
                                    f"last good checkpoint: {where}. Lower --lr or check the data.")
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler.is_enable():
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # skips the step when gradients overflowed
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         self.optimizer.clear_grad()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
         return loss_value, main_logits(output).numpy(), labels
 
+    def _global_mean(self, loss: paddle.Tensor) -> float:
+        """The loss over the global batch (all ranks), so every rank logs and NaN-checks the same value."""
+        if self.rank.world_size == 1:
+            return float(loss)
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        return float(total) / self.rank.world_size
+
     def _log_step(self, epoch, step, steps, loss, logits, labels, speed, epoch_start, writer) -> None:
         hits = topk_correct(logits, labels)
         rate = speed.rate()
         remaining_steps = (steps - step - 1) + (self.args.num_epochs - epoch - 1) * steps
         elapsed_per_step = (time.perf_counter() - epoch_start) / (step + 1)
-        lr = self.optimizer.get_lr()
+        lr = self.step_lr
         _log(self.rank, f"[train] epoch {epoch} step {step}/{steps} loss {loss:.5f} "
              f"top1 {hits[1] / len(labels):.4f} top5 {hits[5] / len(labels):.4f} lr {lr:.6f} "
              f"{rate:.1f} img/s ETA {format_seconds(remaining_steps * elapsed_per_step)}")
@@ -297,7 +323,7 @@ class Trainer:
         loader = make_loader(self.val_set, self.val_sampler, self.args.reader_thread, self.args.reader_buf_size)
         live = self.ema.swap_into(self.model) if use_ema else None
         try:
-            bad = BadImageLog(log=lambda m: _log(self.rank, m))
+            bad = BadImageLog(log=lambda m: _log(self.rank, m), seen=self.bad_log.messages)
             accuracy = evaluate(self.model, loader, bad, show_progress=self.rank.is_main)
         finally:
             if live is not None:
@@ -332,7 +358,7 @@ class Trainer:
                 "preprocess": self.eval_cfg.__dict__}
         try:
             save_checkpoint(directory, epoch=epoch, model=self.model, optimizer=self.optimizer, ema=self.ema,
-                            extra_meta=meta)
+                            scaler_state=scaler_state(self.scaler), extra_meta=meta)
         except OSError as err:
             raise UsageError(f"saving checkpoint {directory} failed ({err.strerror or err}); the previous "
                              f"checkpoint {self.last_checkpoint or '(none)'} is intact") from err

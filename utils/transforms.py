@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
+# A corrupt file is reported once by the reader; OpenCV's own decoder chatter on stderr adds nothing.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
     "bilinear": cv2.INTER_LINEAR,
