@@ -14,7 +14,7 @@ from tests.conftest import ROOT, run_script, subset_list
 # Frozen BatchNorm statistics make a 2 x 8 batch compute exactly what one 16 batch does (per-rank BN
 # statistics would differ; SyncBatchNorm has no CPU kernel), so the loss curves must agree.
 COMMON = ["--model=ResNet18", "--image_shape", "3", "32", "32", "--resize_short_size=32", "--reader_thread=0",
-          "--batch_size=16", "--test_batch_size=10", "--print_step=1", "--random_seed=11", "--lr=0.05",
+          "--batch_size=16", "--test_batch_size=10", "--print_step=1", "--random_seed=11", "--lr=0.002",
           "--freeze_bn=True", "--num_epochs=1", "--max_iter=3", "--lr_strategy=cosine_decay"]
 
 

@@ -33,6 +33,7 @@ RECIPE = ["--num_epochs=2", "--lr=0.05", "--lr_strategy=cosine_decay_warmup", "-
           "--use_mixup=True", "--use_label_smoothing=True", "--use_ema=True", "--ema_decay=0.9"]
 
 
+@pytest.mark.smoke
 def test_resume_mid_epoch_and_at_epoch_end_equals_uninterrupted_run(small_data, tmp_path):
     full = train(small_data, tmp_path / "full", *RECIPE)
     assert "[val] epoch 1 top1" in full.stdout and "ema_top1" in full.stdout
@@ -56,6 +57,7 @@ def test_resume_mid_epoch_and_at_epoch_end_equals_uninterrupted_run(small_data, 
     assert all(np.array_equal(ema_a[k], ema_b[k]) for k in ema_a)
 
 
+@pytest.mark.smoke
 def test_finetune_from_1000_classes_skips_the_head_and_eval_reports_json(small_data, tmp_path):
     import models
 

@@ -29,17 +29,26 @@ def _progress(done: int, total: int, started: float, accuracy: Accumulator, out)
         print(line, file=out, flush=True)
 
 
+def _as_tensor(batch) -> paddle.Tensor:
+    return batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(batch)
+
+
+def _as_numpy(batch) -> np.ndarray:
+    return batch.numpy() if isinstance(batch, paddle.Tensor) else np.asarray(batch)
+
+
 @paddle.no_grad()
 def evaluate(model: paddle.nn.Layer, loader, bad_log: BadImageLog | None = None, show_progress: bool = True,
              out=sys.stdout, forward=None) -> Accumulator:
     """Accumulate exact top-1/top-5 counts; unreadable images are skipped and counted in ``bad_log``.
 
-    ``forward`` maps a float32 NCHW numpy batch to logits (defaults to the dygraph model).
+    ``forward`` maps a float32 NCHW batch (a paddle Tensor from the loader) to numpy logits
+    (defaults to the dygraph model).
     """
     was_training = model.training if model is not None else False
     if model is not None:
         model.eval()
-    forward = forward or (lambda batch: main_logits(model(paddle.to_tensor(batch))).numpy())
+    forward = forward or (lambda batch: main_logits(model(_as_tensor(batch))).numpy())
     accuracy = Accumulator()
     total = len(loader)
     started = time.perf_counter()
@@ -47,8 +56,8 @@ def evaluate(model: paddle.nn.Layer, loader, bad_log: BadImageLog | None = None,
         if bad_log is not None:
             bad_log.add(bad)
         if len(labels):
-            logits = forward(np.asarray(images))
-            accuracy.add(np.asarray(logits), np.asarray(labels))
+            logits = forward(images)
+            accuracy.add(np.asarray(logits), _as_numpy(labels))
         if show_progress:
             _progress(step, total, started, accuracy, out)
     if model is not None and was_training:

@@ -78,6 +78,10 @@ def import_paddle_quietly():
     thread count on purpose (it is what makes CPU training fast) and the warning would only mislead."""
     if "paddle" in sys.modules:
         return sys.modules["paddle"]
+    # OpenCV first: Paddle 2.6 wheels bundle a zlib whose symbols otherwise shadow OpenCV's, which breaks
+    # (or crashes) PNG decoding.
+    import cv2  # noqa: F401
+
     saved = sys.stderr
     sys.stderr = _DropLines(saved, ("OMP_NUM_THREADS set to", "USE OMP_NUM_THREADS WISELY"))
     try:

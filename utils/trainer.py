@@ -270,8 +270,8 @@ class Trainer:
         return steps_in_epoch
 
     def _train_step(self, images, labels, mixup):
-        x = paddle.to_tensor(images)
-        y = paddle.to_tensor(labels)
+        x = images if isinstance(images, paddle.Tensor) else paddle.to_tensor(images)
+        y = labels if isinstance(labels, paddle.Tensor) else paddle.to_tensor(labels)
         y_b, lam = None, 1.0
         if mixup is not None:
             x, y, y_b, lam = mixup(x, y)
@@ -295,7 +295,7 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        return loss_value, main_logits(output).numpy(), labels
+        return loss_value, main_logits(output).numpy(), y.numpy()
 
     def _global_mean(self, loss: paddle.Tensor) -> float:
         """The loss over the global batch (all ranks), so every rank logs and NaN-checks the same value."""

@@ -15,7 +15,15 @@ import cv2
 import numpy as np
 
 # A corrupt file is reported once by the reader; OpenCV's own decoder chatter on stderr adds nothing.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+def _silence_opencv() -> None:
+    logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_module is not None:  # OpenCV 5
+        logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
+    elif hasattr(cv2, "setLogLevel"):  # OpenCV 4
+        cv2.setLogLevel(0)
+
+
+_silence_opencv()
 
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
