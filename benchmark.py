@@ -10,7 +10,7 @@ Each subcommand lives in benchmarks/<name>.py as ``main(argv)``; ``--help`` afte
 import importlib
 import sys
 
-from utils.runtime import import_paddle_quietly, prepare_cpu
+from utils.runtime import prepare_cpu
 
 SUBCOMMANDS = ("infer", "reader", "train")
 
@@ -20,7 +20,6 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     prepare_cpu()
-    import_paddle_quietly()
     module = importlib.import_module(f"benchmarks.{sys.argv[1]}")
     return module.main(sys.argv[2:]) or 0
 

