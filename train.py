@@ -35,7 +35,8 @@ def main(argv):
     except TrainingDiverged as err:
         print(f"error: {err}", flush=True)
         return 3
-    return 0
+    # stopped by SIGTERM/SIGINT after saving a checkpoint: report it the conventional way (128 + signal)
+    return {"SIGTERM": 143, "SIGINT": 130}.get(trainer.stop_requested or "", 0)
 
 
 if __name__ == "__main__":
