@@ -45,7 +45,8 @@ def main(argv):
     if not args.pretrained_model:
         raise UsageError("--pretrained_model is required: evaluating random weights measures nothing")
     # class_dim: the flag, else what the weights were trained for, else what the list holds
-    class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, models.get_model_meta(args.model).classifier)
+    classifier = models.get_model_meta(args.model).classifier
+    class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier)
     listed = parse_list_file(val_list, args.data_dir, class_dim)
     class_dim = class_dim or listed.num_classes
     model = models.build_model(args.model, class_dim=class_dim, **model_options(args))

@@ -3,6 +3,10 @@
 #   bash run.sh demo              install requirements, build the digits demo, train, evaluate (>= 95%)
 #   bash run.sh test              run the test suite (what CI runs)
 #   bash run.sh train <Model>     run scripts/train/<Model>.sh (classic recipe; DATA_DIR, extra flags via env)
+#   bash run.sh eval <Model> [flags]     eval.py --model=<Model> --data_dir=$DATA_DIR [flags]
+#   bash run.sh infer <Model> [flags]    infer.py --model=<Model> [flags]
+#   bash run.sh export <Model> [flags]   infer.py --model=<Model> --save_inference=True [flags]
+#   bash run.sh predict <Model> [flags]  predict.py --model_dir=${MODEL_SAVE_DIR:-./output}/<Model> [flags]
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -35,5 +39,13 @@ case "${1:-}" in
     script="scripts/train/${model}.sh"
     [ -f "$script" ] || { echo "error: no $script; available: $(ls scripts/train 2>/dev/null | sed 's/\.sh$//' | tr '\n' ' ')" >&2; exit 2; }
     shift 2; exec bash "$script" "$@" ;;
-  *) echo "usage: bash run.sh demo | test | train <Model>" >&2; exit 2 ;;
+  eval|infer|export|predict)
+    job="$1"; model="${2:?usage: run.sh $1 <Model> [flags]}"; shift 2
+    case "$job" in
+      eval) exec "$PYTHON" eval.py --model="$model" --data_dir="${DATA_DIR:-./data/ILSVRC2012/}" "$@" ;;
+      infer) exec "$PYTHON" infer.py --model="$model" "$@" ;;
+      export) exec "$PYTHON" infer.py --model="$model" --save_inference=True "$@" ;;
+      predict) exec "$PYTHON" predict.py --model_dir="${MODEL_SAVE_DIR:-./output}/$model" "$@" ;;
+    esac ;;
+  *) echo "usage: bash run.sh demo | test | train|eval|infer|export|predict <Model> [flags]" >&2; exit 2 ;;
 esac

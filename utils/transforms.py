@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
+
 # A corrupt file is reported once by the reader; OpenCV's own decoder chatter on stderr adds nothing.
 def _silence_opencv() -> None:
     logging_module = getattr(getattr(cv2, "utils", None), "logging", None)

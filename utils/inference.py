@@ -1,0 +1,500 @@
+"""Deployment-side inference: image inputs, label maps, the engines that turn a batch into logits, and
+the JSON records infer.py and predict.py print.
+
+Engines share one interface: ``engine(batch)`` maps a float32 NCHW numpy batch to numpy logits.
+
+- :class:`DygraphEngine`: the paddle.nn.Layer itself (needs the model code).
+- :class:`PaddleInferenceEngine`: an exported model (``inference.json`` on Paddle 3, ``.pdmodel`` on 2.6)
+  run by the Paddle Inference API: oneDNN on CPU, or a GPU, optionally with TensorRT.
+- :class:`OnnxEngine`: the ONNX export run by onnxruntime.
+- :class:`VerifiedEngine`: the default on CPU: runs the first batch through a fast engine and the
+  reference, and keeps the fast one only when both give the same top-k.
+
+An export directory (written by :mod:`utils.export`) holds the model files, ``preprocess.json``
+(model name, class_dim, the :class:`~utils.transforms.PreprocessConfig`) and ``labels.txt``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from utils.args import UsageError
+from utils.transforms import ImageDecodeError, PreprocessConfig, eval_transform, read_image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CLASS_MAP = os.path.join(ROOT, "utils", "tools", "readable_label.txt")
+IMAGENET_CLASSES = 1000
+EXPORT_PREFIX = "inference"
+DEPLOY_JSON = "preprocess.json"
+LABELS_FILE = "labels.txt"
+ONNX_FILE = "inference.onnx"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jp2")
+SCORE_TOLERANCE = 1e-4  # engines that agree give softmax scores this close
+
+Engine = Callable[[np.ndarray], np.ndarray]
+
+
+def log(message: str) -> None:
+    """Progress and notes go to stderr, so stdout carries only the JSON results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: str
+    label: int | None = None
+
+
+def _walk_images(folder: str) -> list[ImageItem]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found.extend(os.path.join(root, name) for name in sorted(files)
+                     if name.lower().endswith(IMAGE_EXTENSIONS))
+    return [ImageItem(path) for path in found]
+
+
+def read_image_list(list_path: str, flag: str = "--data_dir") -> list[ImageItem]:
+    """``path [label]`` lines; relative paths are relative to the list file's folder."""
+    base = os.path.dirname(os.path.abspath(list_path))
+    items = []
+    try:
+        with open(list_path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError as err:
+        raise UsageError(f"{flag} {list_path}: cannot read ({err.strerror or err})") from None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        label = None
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            line, label = parts[0], int(parts[1])
+            if label < 0:
+                raise UsageError(f"{list_path}:{number}: negative label {label}")
+        items.append(ImageItem(line if os.path.isabs(line) else os.path.join(base, line), label))
+    if not items:
+        raise UsageError(f"{flag} {list_path}: the list names no images (expected 'path [label]' lines)")
+    return items
+
+
+def collect_images(image_path: str | None, data_dir: str | None) -> list[ImageItem]:
+    """--image_path (one file) or --data_dir (a folder walked recursively, or a list file)."""
+    if bool(image_path) == bool(data_dir):
+        raise UsageError("give exactly one of --image_path (one image) or --data_dir (a folder or a list file)")
+    if image_path:
+        if os.path.isdir(image_path):
+            raise UsageError(f"--image_path {image_path} is a folder; use --data_dir for folders")
+        if not os.path.exists(image_path):
+            raise UsageError(f"--image_path {image_path}: no such file")
+        return [ImageItem(image_path)]
+    if os.path.isdir(data_dir):
+        items = _walk_images(data_dir)
+        if not items:
+            raise UsageError(f"--data_dir {data_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+        return items
+    if os.path.isfile(data_dir):
+        return read_image_list(data_dir)
+    raise UsageError(f"--data_dir {data_dir}: no such folder or list file")
+
+
+# ---------------------------------------------------------------- labels
+
+
+def read_class_map(path: str, class_dim: int, flag: str = "--class_map_path") -> list[str]:
+    """Class names from ``index name`` lines or one name per line (line i names class i)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.strip() for line in handle.read().splitlines()]
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot read ({err.strerror or err})") from None
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line]
+    if not numbered:
+        raise UsageError(f"{flag} {path}: empty file")
+    indexed = all(line.split(maxsplit=1)[0].isdigit() and len(line.split(maxsplit=1)) == 2 for _, line in numbered)
+    names: dict[int, str] = {}
+    for position, (number, line) in enumerate(numbered):
+        index, name = (int(line.split(maxsplit=1)[0]), line.split(maxsplit=1)[1]) if indexed else (position, line)
+        if index >= class_dim:
+            raise UsageError(f"{path}:{number}: class {index} but the model has --class_dim {class_dim}")
+        if index in names:
+            raise UsageError(f"{path}:{number}: class {index} is named twice")
+        names[index] = name
+    if len(names) != class_dim:
+        missing = next(i for i in range(class_dim) if i not in names)
+        raise UsageError(f"{flag} {path}: names {len(names)} classes but the model has {class_dim} "
+                         f"(class {missing} has no name)")
+    return [names[i] for i in range(class_dim)]
+
+
+def label_names(class_map_path: str | None, class_dim: int) -> list[str] | None:
+    """The given map, else the shipped ImageNet-1k names for 1000-class models, else None (ids only)."""
+    if class_map_path:
+        return read_class_map(class_map_path, class_dim)
+    if class_dim == IMAGENET_CLASSES and os.path.isfile(DEFAULT_CLASS_MAP):
+        return read_class_map(DEFAULT_CLASS_MAP, class_dim, "default class map")
+    return None
+
+
+def check_topk(topk: int, class_dim: int) -> None:
+    if topk < 1:
+        raise UsageError(f"--topk {topk}: must be >= 1")
+    if topk > class_dim:
+        raise UsageError(f"--topk {topk} is larger than the number of classes ({class_dim})")
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.asarray(logits, np.float64)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def topk_records(paths: list[str], logits: np.ndarray, topk: int, names: list[str] | None) -> list[dict]:
+    """One ``{"path", "class_ids", "scores", "label_names"}`` per image, best class first."""
+    probs = softmax(logits)
+    records = []
+    for path, row in zip(paths, probs):
+        ids = np.argsort(-row, kind="stable")[:topk]
+        records.append({
+            "path": path,
+            "class_ids": [int(i) for i in ids],
+            "scores": [round(float(row[i]), 8) for i in ids],
+            "label_names": [names[i] if names else str(int(i)) for i in ids],
+        })
+    return records
+
+
+def format_record(record: dict) -> str:
+    if "error" in record:
+        return f"{record['path']}: error: {record['error']}"
+    best = ", ".join(f"{i} {name!r} {score:.4f}" for i, name, score in
+                     zip(record["class_ids"], record["label_names"], record["scores"]))
+    return f"{record['path']}: {best}"
+
+
+def write_json(path: str, data) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+        handle.write("\n")
+
+
+# ---------------------------------------------------------------- preprocessing in batches
+
+
+@dataclass
+class Batch:
+    items: list[ImageItem]  # the images that decoded, in order
+    images: np.ndarray  # float32 NCHW
+    failed: list[dict]  # {"path", "error"} for the ones that did not
+
+
+def _load(item: ImageItem, cfg: PreprocessConfig):
+    try:
+        return eval_transform(read_image(item.path), cfg)
+    except (ImageDecodeError, cv2.error) as err:
+        message = str(err)
+        return message if message.startswith(item.path) else f"{item.path}: {message}"
+
+
+def iter_batches(items: list[ImageItem], cfg: PreprocessConfig, batch_size: int,
+                 threads: int = 2) -> Iterator[Batch]:
+    """Decode and preprocess with ``threads`` (OpenCV releases the GIL) and yield batches in list order."""
+    if batch_size < 1:
+        raise UsageError(f"--batch_size {batch_size}: must be >= 1")
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            good, arrays, failed = [], [], []
+            for item, result in zip(chunk, pool.map(lambda it: _load(it, cfg), chunk)):
+                if isinstance(result, str):
+                    failed.append({"path": item.path, "error": result})
+                else:
+                    good.append(item)
+                    arrays.append(result)
+            images = np.stack(arrays) if arrays else np.zeros((0, 3, cfg.crop_size, cfg.crop_size), np.float32)
+            yield Batch(good, images, failed)
+
+
+def classify(batches: Iterable[Batch], engine: Engine, topk: int, names: list[str] | None,
+             on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run every batch; records come out in input order, failed images as ``{"path", "error"}``."""
+    records = []
+    for batch in batches:
+        done = {}
+        if len(batch.items):
+            logits = engine(batch.images)
+            for record in topk_records([i.path for i in batch.items], logits, topk, names):
+                done[record["path"]] = record
+        by_path = {r["path"]: r for r in batch.failed}
+        by_path.update(done)
+        # keep the original order (a path listed twice gets the same record twice)
+        order = [*(i.path for i in batch.items), *(r["path"] for r in batch.failed)]
+        ordered = sorted(order, key=lambda p, pos={p: n for n, p in enumerate(
+            [*(i.path for i in batch.items), *(r["path"] for r in batch.failed)])}: pos[p])
+        for path in ordered:
+            records.append(by_path[path])
+            if on_record:
+                on_record(by_path[path])
+    return records
+
+
+def summarize(records: list[dict]) -> int:
+    """Exit code: 0 when at least one image was classified, 1 when every image failed."""
+    failed = sum("error" in r for r in records)
+    if failed:
+        log(f"{failed} of {len(records)} images could not be read (see their 'error' entries)")
+    return 1 if failed == len(records) else 0
+
+
+# ---------------------------------------------------------------- engines
+
+
+class DygraphEngine:
+    name = "dygraph"
+
+    def __init__(self, model):
+        self.model = model
+        model.eval()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import paddle
+
+        from models.base import main_logits
+
+        with paddle.no_grad():
+            tensor = batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(np.ascontiguousarray(batch))
+            return main_logits(self.model(tensor)).numpy()
+
+
+@dataclass
+class DeviceOptions:
+    use_gpu: bool = False
+    gpu_id: int = 0
+    gpu_mem: int = 500  # MB the GPU memory pool starts with
+    use_tensorrt: bool = False
+    cpu_threads: int = 2
+    use_onednn: bool = True
+    max_batch_size: int = 32  # TensorRT engines are built for batches up to this size
+
+
+def model_files(directory: str, flag: str = "--inference_model") -> tuple[str, str]:
+    """The program file (``.json`` on Paddle 3, ``.pdmodel`` on 2.6) and the parameters of an export."""
+    params = os.path.join(directory, EXPORT_PREFIX + ".pdiparams")
+    for ext in (".json", ".pdmodel"):
+        program = os.path.join(directory, EXPORT_PREFIX + ext)
+        if os.path.isfile(program) and os.path.isfile(params):
+            return program, params
+    raise UsageError(f"{flag} {directory}: no exported model ({EXPORT_PREFIX}.json or {EXPORT_PREFIX}.pdmodel "
+                     f"with {EXPORT_PREFIX}.pdiparams); export one with infer.py --save_inference=True")
+
+
+def _enable_onednn(config) -> None:
+    # Paddle 3 names it oneDNN; Paddle 2.6 only has the MKLDNN spelling
+    if hasattr(config, "enable_onednn"):
+        config.enable_onednn()
+        config.set_onednn_cache_capacity(16)  # input shapes cached (the last batch is often smaller)
+    else:
+        config.enable_mkldnn()
+        config.set_mkldnn_cache_capacity(16)
+
+
+class PaddleInferenceEngine:
+    """An exported model run by paddle.inference (Config + create_predictor)."""
+
+    name = "inference"
+
+    def __init__(self, directory: str, options: DeviceOptions | None = None, flag: str = "--inference_model"):
+        import paddle
+        import paddle.inference as paddle_infer
+
+        options = options or DeviceOptions()
+        program, params = model_files(directory, flag)
+        config = paddle_infer.Config(program, params)
+        if options.use_gpu:
+            if not paddle.device.is_compiled_with_cuda():
+                raise UsageError("--use_gpu=True, but this Paddle build has no CUDA; install paddlepaddle-gpu")
+            config.enable_use_gpu(options.gpu_mem, options.gpu_id)
+            if options.use_tensorrt:
+                self._enable_tensorrt(config, paddle_infer, options)
+        else:
+            if options.use_tensorrt:
+                raise UsageError("--use_tensorrt=True needs --use_gpu=True and a Paddle GPU build with TensorRT")
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(max(1, options.cpu_threads))
+            if options.use_onednn:
+                _enable_onednn(config)
+        config.switch_ir_optim(True)
+        config.disable_glog_info()
+        self.predictor = paddle_infer.create_predictor(config)
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output_name = self.predictor.get_output_names()[0]
+        self.options = options
+
+    @staticmethod
+    def _enable_tensorrt(config, paddle_infer, options: DeviceOptions) -> None:
+        version = paddle_infer.get_trt_compile_version()
+        if not any(version):
+            raise UsageError("--use_tensorrt=True, but this Paddle build was compiled without TensorRT")
+        config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=options.max_batch_size,
+                                      min_subgraph_size=3, precision_mode=paddle_infer.PrecisionType.Float32,
+                                      use_static=False, use_calib_mode=False)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self.input.reshape(list(batch.shape))
+        self.input.copy_from_cpu(batch)
+        self.predictor.run()
+        return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
+
+
+def onnx_available() -> str | None:
+    """None when onnxruntime imports, else the reason it does not."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        return f"onnxruntime is not installed ({err}); pip install -r requirements-onnx.txt"
+    return None
+
+
+class OnnxEngine:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str, threads: int = 2, flag: str = "--inference_model"):
+        reason = onnx_available()
+        if reason:
+            raise UsageError(reason)
+        import onnxruntime as ort
+
+        if not os.path.isfile(onnx_path):
+            raise UsageError(f"{flag}: {onnx_path} not found; export it with infer.py --save_onnx=True")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def same_topk(a: np.ndarray, b: np.ndarray, topk: int, tolerance: float = SCORE_TOLERANCE) -> tuple[bool, float]:
+    """Whether two logit batches give the same top-k ids, and the largest softmax score difference."""
+    pa, pb = softmax(a), softmax(b)
+    diff = float(np.abs(pa - pb).max()) if pa.size else 0.0
+    k = min(topk, pa.shape[1]) if pa.ndim == 2 else topk
+    ids_a = np.argsort(-pa, axis=1, kind="stable")[:, :k]
+    ids_b = np.argsort(-pb, axis=1, kind="stable")[:, :k]
+    return bool(np.array_equal(ids_a, ids_b) and diff <= tolerance), diff
+
+
+class VerifiedEngine:
+    """Use ``fast`` when its first batch gives the same top-k as ``reference``; otherwise say so and fall back."""
+
+    def __init__(self, fast: Engine, reference: Engine, topk: int = 5):
+        self.fast, self.reference, self.topk = fast, reference, topk
+        self.chosen: Engine | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.chosen or self.fast, "name", "?")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.chosen is not None:
+            return self.chosen(batch)
+        fast_out = self.fast(batch)
+        reference_out = self.reference(batch)
+        agree, diff = same_topk(fast_out, reference_out, self.topk)
+        if agree:
+            self.chosen = self.fast
+            log(f"engine: {getattr(self.fast, 'name', 'fast')} (first batch matches dygraph: same top-{self.topk}, "
+                f"max score difference {diff:.1e})")
+            return fast_out
+        self.chosen = self.reference
+        log(f"warning: Paddle Inference gave a different top-{self.topk} than dygraph on the first batch "
+            f"(max score difference {diff:.1e}); using --engine dygraph for this run")
+        return reference_out
+
+
+# ---------------------------------------------------------------- exported models
+
+
+@dataclass
+class ExportedModel:
+    directory: str
+    model: str
+    class_dim: int
+    preprocess: PreprocessConfig
+    labels: list[str] | None
+
+
+def load_export(directory: str, flag: str = "--inference_model") -> ExportedModel:
+    """Read ``preprocess.json`` (and ``labels.txt``) of an export made by infer.py --save_inference."""
+    if not os.path.isdir(directory):
+        raise UsageError(f"{flag} {directory}: no such directory")
+    model_files(directory, flag)
+    meta_path = os.path.join(directory, DEPLOY_JSON)
+    try:
+        with open(meta_path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+        class_dim = int(meta["class_dim"])
+        cfg = PreprocessConfig.from_dict(meta["preprocess"])
+    except OSError as err:
+        raise UsageError(f"{flag} {directory}: cannot read {DEPLOY_JSON} ({err.strerror or err}); "
+                         "re-export with infer.py --save_inference=True") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{meta_path}: not a valid export description ({type(err).__name__}: {err})") from None
+    labels_path = os.path.join(directory, LABELS_FILE)
+    labels = read_class_map(labels_path, class_dim, "exported labels") if os.path.isfile(labels_path) else None
+    return ExportedModel(directory, str(meta.get("model", "?")), class_dim, cfg, labels)
+
+
+def inference_options(args, batch_size: int = 32) -> DeviceOptions:
+    """DeviceOptions from the flags a script has (missing flags keep the defaults)."""
+    from utils.runtime import usable_cores
+
+    return DeviceOptions(
+        use_gpu=bool(getattr(args, "use_gpu", False)),
+        gpu_id=getattr(args, "gpu_id", 0) or 0,
+        gpu_mem=getattr(args, "gpu_mem", 500) or 500,
+        use_tensorrt=bool(getattr(args, "use_tensorrt", False)),
+        cpu_threads=getattr(args, "cpu_threads", None) or int(os.environ.get("OMP_NUM_THREADS", 0)) or usable_cores(),
+        use_onednn=getattr(args, "enable_mkldnn", True) is not False,
+        max_batch_size=max(1, batch_size),
+    )
+
+
+def engine_for_model(engine: str | None, device: str, model, cfg: PreprocessConfig, options: DeviceOptions,
+                     topk: int, export_dir: str | None = None) -> Engine:
+    """--engine for a dygraph model: ``dygraph``, ``inference`` (from ``export_dir``, else converted in
+    memory), or None: Paddle Inference on CPU, kept only if the first batch gives dygraph's top-k."""
+    if engine not in (None, "dygraph", "inference"):
+        raise UsageError(f"--engine {engine!r}: choose dygraph or inference")
+    dygraph = DygraphEngine(model)
+    if engine == "dygraph" or (engine is None and device != "cpu"):
+        return dygraph
+    if export_dir is None:
+        from utils.export import convert_in_memory
+
+        export_dir = convert_in_memory(model, cfg)
+    fast = PaddleInferenceEngine(export_dir, options, flag="--engine inference")
+    if engine == "inference":
+        return fast
+    return VerifiedEngine(fast, dygraph, topk=max(1, topk))
