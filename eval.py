@@ -2,6 +2,7 @@
 """Evaluate top-1/top-5 accuracy of a model over a list file.
 
     python eval.py --model=ResNet50_vd --pretrained_model=output/ResNet50_vd/199 --data_dir=./data/ILSVRC2012/
+    python eval.py --inference_model=output/ResNet50_vd --data_dir=./data/ILSVRC2012/    # an exported model
 """
 import argparse
 import json
@@ -19,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_model_args(parser)
     flags.add_preprocess_args(parser)
     flags.add_eval_args(parser)
+    group = parser.add_argument_group("inference engine")
+    group.add_argument("--engine", type=str, default=None, choices=("dygraph", "inference"),
+                       help="dygraph, or inference (Paddle Inference with oneDNN); default on CPU: inference "
+                            "when its first batch gives the same top-k as dygraph")
+    group.add_argument("--inference_model", type=str, default=None,
+                       help="evaluate a model exported by infer.py --save_inference=True (no --model needed)")
     return parser
 
 
@@ -36,38 +43,47 @@ def main(argv):
     from utils.checkpoint import class_dim_of_weights, load_pretrained
     from utils.cli import select_device
     from utils.evaluate import evaluate
+    from utils.inference import engine_for_model, exported_for_eval, inference_options
     from utils.presets import model_options, preprocess_config
 
     args = parse(build_parser(), argv)
     print_arguments(args)
-    select_device(args.use_gpu)
+    device = select_device(args.use_gpu)
     val_list = resolve_list(args.data_dir, args.val_list, "val_list.txt")
-    if not args.pretrained_model:
+    if args.inference_model:
+        deployed, forward = exported_for_eval(args, device)
+        args.model, model, cfg, class_dim = deployed.model, None, deployed.preprocess, deployed.class_dim
+        listed = parse_list_file(val_list, args.data_dir, class_dim)
+    elif not args.pretrained_model:
         raise UsageError("--pretrained_model is required: evaluating random weights measures nothing")
-    # class_dim: the flag, else what the weights were trained for, else what the list holds
-    classifier = models.get_model_meta(args.model).classifier
-    class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier)
-    listed = parse_list_file(val_list, args.data_dir, class_dim)
-    class_dim = class_dim or listed.num_classes
-    model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
-    report = load_pretrained(model, args.pretrained_model, model_name=args.model)
-    if report.shape_mismatch:
-        raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
-                         "set --class_dim to the number of classes the weights were trained with")
-    print(f"weights: {report.summary()}")
-    cfg = preprocess_config(args)
+    else:
+        # class_dim: the flag, else what the weights were trained for, else what the list holds
+        classifier = models.get_model_meta(args.model).classifier
+        class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier)
+        listed = parse_list_file(val_list, args.data_dir, class_dim)
+        class_dim = class_dim or listed.num_classes
+        model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
+        report = load_pretrained(model, args.pretrained_model, model_name=args.model)
+        if report.shape_mismatch:
+            raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
+                             "set --class_dim to the number of classes the weights were trained with")
+        print(f"weights: {report.summary()}")
+        cfg = preprocess_config(args)
+        forward = engine_for_model(args.engine, device, model, cfg, inference_options(args, args.batch_size, device),
+                                   topk=5)
     dataset = ImageListDataset(listed.samples, cfg, training=False)
     loader = make_loader(dataset, EpochBatchSampler(len(dataset), args.batch_size, shuffle=False),
                          args.reader_thread, args.reader_buf_size)
     bad = BadImageLog()
     started = time.perf_counter()
-    accuracy = evaluate(model, loader, bad)
+    accuracy = evaluate(model, loader, bad, forward=forward)
     seconds = time.perf_counter() - started
     result = {"model": args.model, "top1": accuracy.top(1), "top5": accuracy.top(5),
               "samples": accuracy.samples, "skipped": bad.count, "pretrained_model": args.pretrained_model,
+              "inference_model": args.inference_model, "engine": getattr(forward, "name", "dygraph"),
               "val_list": val_list, "class_dim": class_dim, "preprocess": cfg.__dict__,
               "seconds": round(seconds, 2)}
-    print(f"[eval] {args.model} top1 {result['top1']:.4f} top5 {result['top5']:.4f} "
+    print(f"[eval] {args.model} ({result['engine']}) top1 {result['top1']:.4f} top5 {result['top5']:.4f} "
           f"samples {accuracy.samples} skipped {bad.count} ({seconds:.1f} s)")
     if args.save_json_path:
         os.makedirs(os.path.dirname(os.path.abspath(args.save_json_path)), exist_ok=True)

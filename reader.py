@@ -176,8 +176,14 @@ class EpochBatchSampler:
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
 
-def make_loader(dataset: ImageListDataset, sampler: EpochBatchSampler, workers: int, prefetch: int):
-    """A paddle DataLoader over worker processes (``--reader_thread``), ``--reader_buf_size`` prefetch."""
+def make_loader(dataset: ImageListDataset, sampler: EpochBatchSampler, workers: int, prefetch: int,
+                use_dali: bool = False):
+    """A paddle DataLoader over worker processes (``--reader_thread``), ``--reader_buf_size`` prefetch;
+    or, with ``use_dali``, the NVIDIA DALI loader (utils/dali.py) yielding the same batches."""
+    if use_dali:
+        from utils.dali import DaliLoader, dali_device_id
+
+        return DaliLoader(dataset, sampler, threads=max(1, workers), device_id=dali_device_id())
     options = {"prefetch_factor": max(2, prefetch)} if workers > 0 else {}
     return DataLoader(
         _PaddleDatasetAdapter(dataset),

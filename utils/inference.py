@@ -187,12 +187,18 @@ def format_record(record: dict) -> str:
     return f"{record['path']}: {best}"
 
 
-def write_json(path: str, data) -> None:
+def records_json(records: list[dict]) -> str:
+    """A JSON list with one image per line (valid JSON, and still readable with a thousand images)."""
+    if not records:
+        return "[]"
+    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]"
+
+
+def write_json(path: str, records: list[dict]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.write("\n")
+        handle.write(records_json(records) + "\n")
 
 
 # ---------------------------------------------------------------- preprocessing in batches
@@ -200,12 +206,15 @@ def write_json(path: str, data) -> None:
 
 @dataclass
 class Batch:
-    items: list[ImageItem]  # the images that decoded, in order
-    images: np.ndarray  # float32 NCHW
-    failed: list[dict]  # {"path", "error"} for the ones that did not
+    entries: list[tuple[ImageItem, str | None]]  # every image of the batch in order, with its error if any
+    images: np.ndarray  # float32 NCHW, one row per image that decoded
+
+    @property
+    def good(self) -> list[ImageItem]:
+        return [item for item, error in self.entries if error is None]
 
 
-def _load(item: ImageItem, cfg: PreprocessConfig):
+def _load(item: ImageItem, cfg: PreprocessConfig) -> np.ndarray | str:
     try:
         return eval_transform(read_image(item.path), cfg)
     except (ImageDecodeError, cv2.error) as err:
@@ -221,37 +230,33 @@ def iter_batches(items: list[ImageItem], cfg: PreprocessConfig, batch_size: int,
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            good, arrays, failed = [], [], []
-            for item, result in zip(chunk, pool.map(lambda it: _load(it, cfg), chunk)):
-                if isinstance(result, str):
-                    failed.append({"path": item.path, "error": result})
-                else:
-                    good.append(item)
-                    arrays.append(result)
+            results = list(pool.map(lambda item: _load(item, cfg), chunk))
+            arrays = [r for r in results if not isinstance(r, str)]
             images = np.stack(arrays) if arrays else np.zeros((0, 3, cfg.crop_size, cfg.crop_size), np.float32)
-            yield Batch(good, images, failed)
+            entries = [(item, r if isinstance(r, str) else None) for item, r in zip(chunk, results)]
+            yield Batch(entries, images)
 
 
 def classify(batches: Iterable[Batch], engine: Engine, topk: int, names: list[str] | None,
-             on_record: Callable[[dict], None] | None = None) -> list[dict]:
-    """Run every batch; records come out in input order, failed images as ``{"path", "error"}``."""
+             on_record: Callable[[dict], None] | None = None, accuracy=None) -> list[dict]:
+    """Run every batch; records come out in input order, unreadable images as ``{"path", "error"}``.
+
+    ``accuracy`` (a utils.metrics.Accumulator) counts top-1/top-5 over the images that carry a label.
+    """
     records = []
     for batch in batches:
-        done = {}
-        if len(batch.items):
-            logits = engine(batch.images)
-            for record in topk_records([i.path for i in batch.items], logits, topk, names):
-                done[record["path"]] = record
-        by_path = {r["path"]: r for r in batch.failed}
-        by_path.update(done)
-        # keep the original order (a path listed twice gets the same record twice)
-        order = [*(i.path for i in batch.items), *(r["path"] for r in batch.failed)]
-        ordered = sorted(order, key=lambda p, pos={p: n for n, p in enumerate(
-            [*(i.path for i in batch.items), *(r["path"] for r in batch.failed)])}: pos[p])
-        for path in ordered:
-            records.append(by_path[path])
+        good = batch.good
+        logits = engine(batch.images) if good else np.zeros((0, 1), np.float32)
+        if accuracy is not None and good:
+            labelled = [n for n, item in enumerate(good) if item.label is not None]
+            if labelled:
+                accuracy.add(logits[labelled], np.asarray([good[n].label for n in labelled], np.int64))
+        done = iter(topk_records([i.path for i in good], logits, topk, names))
+        for item, error in batch.entries:
+            record = {"path": item.path, "error": error} if error is not None else next(done)
+            records.append(record)
             if on_record:
-                on_record(by_path[path])
+                on_record(record)
     return records
 
 
@@ -264,6 +269,13 @@ def summarize(records: list[dict]) -> int:
 
 
 # ---------------------------------------------------------------- engines
+
+
+def as_numpy(batch) -> np.ndarray:
+    """A contiguous float32 numpy batch from numpy or a paddle Tensor (what eval.py's loader yields)."""
+    if hasattr(batch, "numpy") and not isinstance(batch, np.ndarray):
+        batch = batch.numpy()
+    return np.ascontiguousarray(batch, dtype=np.float32)
 
 
 class DygraphEngine:
@@ -357,7 +369,7 @@ class PaddleInferenceEngine:
                                       use_static=False, use_calib_mode=False)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = as_numpy(batch)
         self.input.reshape(list(batch.shape))
         self.input.copy_from_cpu(batch)
         self.predictor.run()
@@ -392,17 +404,24 @@ class OnnxEngine:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run(None, {self.input_name: as_numpy(batch)})[0]
 
 
 def same_topk(a: np.ndarray, b: np.ndarray, topk: int, tolerance: float = SCORE_TOLERANCE) -> tuple[bool, float]:
-    """Whether two logit batches give the same top-k ids, and the largest softmax score difference."""
+    """Whether two logit batches give the same top-k, and the largest softmax score difference.
+
+    Two classes whose scores are within ``tolerance`` are a tie: swapping them is not a disagreement.
+    """
     pa, pb = softmax(a), softmax(b)
+    if pa.shape != pb.shape:
+        return False, float("inf")
     diff = float(np.abs(pa - pb).max()) if pa.size else 0.0
-    k = min(topk, pa.shape[1]) if pa.ndim == 2 else topk
+    k = min(topk, pa.shape[1])
     ids_a = np.argsort(-pa, axis=1, kind="stable")[:, :k]
     ids_b = np.argsort(-pb, axis=1, kind="stable")[:, :k]
-    return bool(np.array_equal(ids_a, ids_b) and diff <= tolerance), diff
+    rows = np.arange(len(pb))[:, None]
+    ties = np.abs(pb[rows, ids_a] - pb[rows, ids_b]) <= tolerance
+    return bool(((ids_a == ids_b) | ties).all() and diff <= tolerance), diff
 
 
 class VerifiedEngine:
@@ -466,12 +485,13 @@ def load_export(directory: str, flag: str = "--inference_model") -> ExportedMode
     return ExportedModel(directory, str(meta.get("model", "?")), class_dim, cfg, labels)
 
 
-def inference_options(args, batch_size: int = 32) -> DeviceOptions:
-    """DeviceOptions from the flags a script has (missing flags keep the defaults)."""
+def inference_options(args, batch_size: int = 32, device: str | None = None) -> DeviceOptions:
+    """DeviceOptions from the flags a script has (missing flags keep the defaults); ``device`` is
+    utils.cli.select_device's answer when the script asked it."""
     from utils.runtime import usable_cores
 
     return DeviceOptions(
-        use_gpu=bool(getattr(args, "use_gpu", False)),
+        use_gpu=device == "gpu" if device else bool(getattr(args, "use_gpu", False)),
         gpu_id=getattr(args, "gpu_id", 0) or 0,
         gpu_mem=getattr(args, "gpu_mem", 500) or 500,
         use_tensorrt=bool(getattr(args, "use_tensorrt", False)),
@@ -490,11 +510,99 @@ def engine_for_model(engine: str | None, device: str, model, cfg: PreprocessConf
     dygraph = DygraphEngine(model)
     if engine == "dygraph" or (engine is None and device != "cpu"):
         return dygraph
-    if export_dir is None:
-        from utils.export import convert_in_memory
+    try:
+        if export_dir is None:
+            from utils.export import convert_in_memory
 
-        export_dir = convert_in_memory(model, cfg)
-    fast = PaddleInferenceEngine(export_dir, options, flag="--engine inference")
+            export_dir = convert_in_memory(model, cfg)
+        fast = PaddleInferenceEngine(export_dir, options, flag="--engine inference")
+    except UsageError:
+        raise
+    except Exception as err:  # a network jit.save or Paddle Inference cannot handle
+        if engine == "inference":
+            raise UsageError(f"--engine inference: could not convert the model ({type(err).__name__}: "
+                             f"{str(err)[:300]}); use --engine dygraph") from None
+        log(f"warning: Paddle Inference could not load this model ({type(err).__name__}); using dygraph")
+        return dygraph
     if engine == "inference":
         return fast
-    return VerifiedEngine(fast, dygraph, topk=max(1, topk))
+    return VerifiedEngine(fast, dygraph, topk=max(5, topk))
+
+
+# ---------------------------------------------------------------- scripts' shared steps
+
+
+def load_model(args):
+    """Build ``--model`` with ``--pretrained_model`` (required); class_dim from the flag, else the weights.
+
+    Returns ``(model, class_dim)``.
+    """
+    import models
+    from utils.checkpoint import class_dim_of_weights, load_pretrained
+    from utils.presets import model_options
+
+    if not args.pretrained_model:
+        raise UsageError("--pretrained_model is required: predictions of random weights mean nothing")
+    classifier = models.get_model_meta(args.model).classifier
+    class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier) or IMAGENET_CLASSES
+    model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
+    report = load_pretrained(model, args.pretrained_model, model_name=args.model)
+    if report.shape_mismatch:
+        raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
+                         "set --class_dim to the number of classes the weights were trained with")
+    log(f"weights: {report.summary()}")
+    model.eval()
+    return model, class_dim
+
+
+def emit_results(records: list[dict], save_json_path: str | None) -> int:
+    """Print the JSON list on stdout, write it to ``save_json_path``; the exit code (1 if every image failed)."""
+    print(records_json(records), flush=True)
+    if save_json_path:
+        write_json(save_json_path, records)
+        log(f"wrote {len(records)} results to {save_json_path}")
+    return summarize(records)
+
+
+def engine_for_export(engine: str, deployed: ExportedModel, options: DeviceOptions) -> Engine:
+    """``inference`` (Paddle Inference) or ``onnxruntime`` (the export's inference.onnx) for an export."""
+    if engine == "onnxruntime":
+        if options.use_gpu:
+            raise UsageError("--engine onnxruntime runs on CPU here; pass --use_gpu=False")
+        return OnnxEngine(os.path.join(deployed.directory, ONNX_FILE), options.cpu_threads)
+    return PaddleInferenceEngine(deployed.directory, options)
+
+
+def eval_accumulator(items: list[ImageItem], enabled: bool):
+    """An Accumulator when --eval is on; every image then needs a label (a 'path label' list)."""
+    if not enabled:
+        return None
+    from utils.metrics import Accumulator
+
+    unlabelled = [item.path for item in items if item.label is None]
+    if unlabelled:
+        raise UsageError(f"--eval needs a labelled list in --data_dir ('path label' lines); "
+                         f"{len(unlabelled)} images have no label, e.g. {unlabelled[0]}")
+    return Accumulator()
+
+
+def decode_threads(args) -> int:
+    from utils.runtime import usable_cores
+
+    return getattr(args, "cpu_threads", None) or usable_cores()
+
+
+_PREPROCESS_FLAGS = ("image_shape", "resize_short_size", "interpolation", "image_mean", "image_std")
+
+
+def exported_for_eval(args, device: str) -> tuple[ExportedModel, Engine]:
+    """eval.py --inference_model DIR: the export and its Paddle Inference engine (preprocessing from DIR)."""
+    given = [f"--{name}" for name in _PREPROCESS_FLAGS if getattr(args, name, None) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: with --inference_model the preprocessing comes from "
+                         f"{os.path.join(args.inference_model, DEPLOY_JSON)}; drop the flag")
+    if args.engine == "dygraph":
+        raise UsageError("--engine dygraph needs the model code; with --inference_model the engine is inference")
+    deployed = load_export(args.inference_model)
+    engine = PaddleInferenceEngine(deployed.directory, inference_options(args, args.batch_size, device))
+    return deployed, engine

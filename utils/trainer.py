@@ -217,7 +217,8 @@ class Trainer:
     def _batches(self, epoch: int, first_step: int):
         self.train_sampler.set_epoch(epoch, first_step)
         self.train_set.epoch = epoch
-        loader = make_loader(self.train_set, self.train_sampler, self.args.reader_thread, self.args.reader_buf_size)
+        loader = make_loader(self.train_set, self.train_sampler, self.args.reader_thread, self.args.reader_buf_size,
+                             self.args.use_dali)
         if not self.args.same_feed:
             yield from loader
             return
@@ -320,7 +321,8 @@ class Trainer:
             writer.add_scalar("train/top1", hits[1] / len(labels), self.global_step)
 
     def validate(self, use_ema: bool = False) -> tuple[Accumulator, int]:
-        loader = make_loader(self.val_set, self.val_sampler, self.args.reader_thread, self.args.reader_buf_size)
+        loader = make_loader(self.val_set, self.val_sampler, self.args.reader_thread, self.args.reader_buf_size,
+                             self.args.use_dali)
         live = self.ema.swap_into(self.model) if use_ema else None
         try:
             bad = BadImageLog(log=lambda m: _log(self.rank, m), seen=self.bad_log.messages)

@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Classify images with an exported model through the Paddle Inference API (no model code needed).
+
+    python infer.py --model=ResNet50_vd --pretrained_model=... --save_inference=True     # writes output/ResNet50_vd/
+    python predict.py --inference_model=output/ResNet50_vd --image_path=cat.jpg --topk=5
+    python predict.py --inference_model=output/ResNet50_vd --data_dir=photos/ --batch_size=32
+    python predict.py --inference_model=output/ResNet50_vd --data_dir=data/val_list.txt --eval=True
+
+Preprocessing and class names come from the export (preprocess.json, labels.txt). CPU runs use oneDNN
+with --cpu_threads; --use_gpu=True runs on --gpu_id, with TensorRT under --use_tensorrt=True. The output
+is infer.py's: a JSON list on stdout, one object per image, logs on stderr.
+"""
+import argparse
+import sys
+
+from utils.cli import run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from utils import args as flags
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flags.add_env_args(parser)
+    group = parser.add_argument_group("model and inputs")
+    group.add_argument("--inference_model", "--model_dir", type=str, required=True,
+                       help="directory written by infer.py --save_inference=True")
+    group.add_argument("--image_path", type=str, default=None, help="one image to classify")
+    group.add_argument("--data_dir", type=str, default=None,
+                       help="a folder (walked recursively) or a list file of 'path [label]' lines")
+    group.add_argument("--batch_size", type=int, default=32)
+    group.add_argument("--topk", type=int, default=1, help="classes reported per image")
+    group.add_argument("--class_map_path", type=str, default=None,
+                       help="class names: 'index name' lines or one name per line (default: the export's labels)")
+    group.add_argument("--save_json_path", type=str, default=None, help="also write the JSON results here")
+    group.add_argument("--eval", type=flags.str2bool, default=False,
+                       help="with a labelled list in --data_dir: print top-1/top-5 accuracy")
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--engine", type=str, default="inference", choices=("inference", "onnxruntime"),
+                       help="Paddle Inference, or onnxruntime on the export's inference.onnx")
+    group.add_argument("--enable_mkldnn", type=flags.str2bool, default=True, help="oneDNN kernels on CPU")
+    group.add_argument("--gpu_id", type=int, default=0)
+    group.add_argument("--gpu_mem", type=int, default=500, help="initial GPU memory pool in MB")
+    group.add_argument("--use_tensorrt", type=flags.str2bool, default=False,
+                       help="TensorRT subgraphs (GPU builds compiled with TensorRT)")
+    return parser
+
+
+def main(argv):
+    from utils import inference as infer
+    from utils.args import parse, print_arguments
+    from utils.cli import select_device
+
+    args = parse(build_parser(), argv)
+    print_arguments(args, out=sys.stderr)
+    args.use_gpu = select_device(args.use_gpu) == "gpu"
+    deployed = infer.load_export(args.inference_model)
+    items = infer.collect_images(args.image_path, args.data_dir)
+    infer.check_topk(args.topk, deployed.class_dim)
+    names = infer.read_class_map(args.class_map_path, deployed.class_dim) if args.class_map_path else deployed.labels
+    accuracy = infer.eval_accumulator(items, args.eval)
+    engine = infer.engine_for_export(args.engine, deployed, infer.inference_options(args, args.batch_size))
+    infer.log(f"model: {deployed.model} ({deployed.class_dim} classes) from {deployed.directory}, engine {args.engine}")
+    batches = infer.iter_batches(items, deployed.preprocess, args.batch_size, infer.decode_threads(args))
+    records = infer.classify(batches, engine, args.topk, names, accuracy=accuracy,
+                             on_record=lambda r: infer.log(infer.format_record(r)))
+    if accuracy is not None:
+        infer.log(f"[eval] {deployed.model} top1 {accuracy.top(1):.4f} top5 {accuracy.top(5):.4f} "
+                  f"samples {accuracy.samples} skipped {sum('error' in r for r in records)}")
+    return infer.emit_results(records, args.save_json_path)
+
+
+if __name__ == "__main__":
+    run(main)
