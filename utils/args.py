@@ -76,7 +76,8 @@ def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image_std", nargs=3, type=float, default=None, help="RGB std on 0-1 scale")
     group.add_argument("--reader_thread", type=int, default=8, help="decode/augment worker processes")
     group.add_argument("--reader_buf_size", type=int, default=8, help="batches prefetched per worker")
-    group.add_argument("--use_dali", type=str2bool, default=False, help="NVIDIA DALI reader (GPU decode; CPU pipeline without a GPU)")
+    group.add_argument("--use_dali", type=str2bool, default=False,
+                       help="NVIDIA DALI reader (GPU decode; a CPU pipeline without a GPU)")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
