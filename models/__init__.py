@@ -15,7 +15,7 @@ from models.registry import (  # noqa: F401
     register_model,
 )
 
-_NOT_FAMILIES = {"registry", "base", "layers", "summary", "convert"}
+_NOT_FAMILIES = {"registry", "base", "layers", "layout", "summary", "convert"}
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name not in _NOT_FAMILIES:

@@ -138,3 +138,22 @@ def test_short_real_training_run_on_imagenette(tmp_path):
     top1 = float(out.stdout.split("[val] epoch 2 top1 ")[1].split()[0])
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
     assert top1 > 0.2  # 10 classes: chance is 0.1
+
+
+def test_nhwc_gives_the_same_outputs_and_trains(small_data, tmp_path):
+    import models
+    from models.layout import convert_to_nhwc
+
+    paddle.seed(0)
+    nchw = models.build_model("ResNet18_vd", class_dim=10)
+    nhwc = convert_to_nhwc(models.build_model("ResNet18_vd", class_dim=10), "ResNet18_vd")
+    nhwc.set_state_dict(nchw.state_dict())
+    x = paddle.rand([2, 3, 64, 64])
+    for mode in ("eval", "train"):
+        getattr(nchw, mode)()
+        getattr(nhwc, mode)()
+        assert np.allclose(nchw(x).numpy(), nhwc(x).numpy(), atol=1e-4)
+    out = train(small_data, tmp_path, "--num_epochs=1", "--max_iter=2", "--data_format=NHWC", "--validate=False")
+    assert "step 1/4" in out.stdout
+    refused = train(small_data, tmp_path, "--model=DenseNet121", "--data_format=NHWC", check=False)
+    assert refused.returncode == 2 and "--data_format NHWC is supported for the" in refused.stderr

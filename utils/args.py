@@ -59,8 +59,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use_se", type=str2bool, default=None, help="EfficientNet: squeeze-excite blocks")
     group.add_argument("--drop_connect_rate", type=float, default=None, help="EfficientNet drop-connect")
     group.add_argument("--deploy", type=str2bool, default=None, help="ACNet: build the fused deploy form")
-    group.add_argument("--data_format", type=str, default="NCHW", choices=("NCHW",),
-                       help="tensor layout (NCHW)")
+    group.add_argument("--data_format", type=str, default="NCHW", choices=("NCHW", "NHWC"),
+                       help="NHWC (channels-last) is a GPU speed-up, for the ResNet family")
 
 
 def add_preprocess_args(parser: argparse.ArgumentParser) -> None:

@@ -44,3 +44,17 @@ def model_options(args: argparse.Namespace) -> dict:
     """Family options given on the command line (unset ones are left to the model's defaults)."""
     names = ("padding_type", "use_se", "drop_connect_rate", "deploy")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def build_model_from_args(args: argparse.Namespace, class_dim: int):
+    """The model named by --model with its family options and --data_format applied."""
+    import models
+    from models.layout import LayoutError, convert_to_nhwc
+
+    model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
+    if getattr(args, "data_format", "NCHW") == "NHWC":
+        try:
+            convert_to_nhwc(model, args.model)
+        except LayoutError as err:
+            raise UsageError(str(err)) from None
+    return model

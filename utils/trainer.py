@@ -17,7 +17,6 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-import models
 from models.base import main_logits
 from reader import (
     BadImageLog,
@@ -38,7 +37,7 @@ from utils.losses import ClassificationLoss, MixupBatch
 from utils.lr import ScheduleSpec, build_scheduler
 from utils.metrics import Accumulator, Throughput, format_seconds, topk_correct
 from utils.optimizer import build_optimizer
-from utils.presets import model_options, preprocess_config
+from utils.presets import build_model_from_args, preprocess_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -113,7 +112,7 @@ class Trainer:
     def _build_model(self) -> None:
         args = self.args
         paddle.seed(self.seed)
-        self.model = models.build_model(args.model, class_dim=self.class_dim, **model_options(args))
+        self.model = build_model_from_args(args, self.class_dim)
         if args.pretrained_model:
             exclude = (args.finetune_exclude_pretrained_params or "").split(",")
             report = load_pretrained(self.model, args.pretrained_model, exclude, args.model)
