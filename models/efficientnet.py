@@ -306,9 +306,10 @@ for _variant in NET_CONFIG:
 register_model("EfficientNetB0_small", meta=_meta("b0"))(_make("b0", use_se=False))
 
 # EfficientNet-Lite0: B0 without squeeze-excite, ReLU6 (quantization friendly), TF 'SAME' padding; its
-# weights expect (x - 127) / 128 on 0-255 RGB. The activation and SE are what the weights were trained with,
-# so they are not options.
-LITE_META = ModelMeta(input_size=224, resize_short=256, interpolation="bilinear", mean=(0.498, 0.498, 0.498),
+# weights expect (x - 127) / 128 on 0-255 RGB, and were evaluated with the short side resized to 224 then a
+# 224 centre crop (no 256 margin). The activation and SE are what the weights were trained with, so they are
+# not options.
+LITE_META = ModelMeta(input_size=224, resize_short=224, interpolation="bilinear", mean=(0.498, 0.498, 0.498),
                       std=(0.502, 0.502, 0.502), classifier=("_fc",), family="EfficientNetLite")
 register_model("EfficientNetLite0", meta=LITE_META)(
     _make("b0", allowed=frozenset({"padding_type", "drop_connect_rate", "override_params"}),

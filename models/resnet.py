@@ -42,18 +42,6 @@ class ConvBN(nn.Layer):
         return self.act(x) if self.act is not None else x
 
 
-class Shortcut(nn.Layer):
-    """Projection shortcut; vd average-pools first so the 1x1 conv sees every input pixel."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int, avg_down: bool):
-        super().__init__()
-        self.pool = nn.AvgPool2D(2, 2, ceil_mode=True) if avg_down and stride > 1 else None
-        self.conv_bn = ConvBN(in_ch, out_ch, 1, stride=1 if self.pool else stride, act=False)
-
-    def forward(self, x):
-        return self.conv_bn(self.pool(x) if self.pool is not None else x)
-
-
 class BasicBlock(nn.Layer):
     expansion = 1
 
