@@ -41,14 +41,13 @@ def parse_list_file(list_path: str, data_dir: str, class_dim: int | None = None)
     """Parse ``path label`` lines; refuse malformed lines, bad labels and paths escaping data_dir."""
     if not os.path.isfile(list_path):
         raise ListFileError(f"{list_path}: list file not found (set --data_dir, or --train_list/--val_list)")
-    root = os.path.realpath(data_dir)
     samples, seen, duplicates = [], set(), 0
     with open(list_path, encoding="utf-8", errors="replace", newline=None) as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            samples.append(_parse_line(line, list_path, number, data_dir, root, class_dim))
+            samples.append(_parse_line(line, list_path, number, data_dir, class_dim))
             if samples[-1] in seen:
                 duplicates += 1
             seen.add(samples[-1])
@@ -57,7 +56,7 @@ def parse_list_file(list_path: str, data_dir: str, class_dim: int | None = None)
     return ListSummary(samples, max(s.label for s in samples) + 1, duplicates)
 
 
-def _parse_line(line, list_path, number, data_dir, root, class_dim) -> Sample:
+def _parse_line(line, list_path, number, data_dir, class_dim) -> Sample:
     where = f"{list_path}:{number}"
     parts = line.rsplit(maxsplit=1)  # the path may contain spaces; the label is the last field
     if len(parts) != 2:
@@ -74,8 +73,9 @@ def _parse_line(line, list_path, number, data_dir, root, class_dim) -> Sample:
             f"{where}: label {label} >= class_dim {class_dim}; raise --class_dim or fix the list"
         )
     full = os.path.join(data_dir, rel_path)
-    real = os.path.realpath(full)
-    if os.path.isabs(rel_path) or not (real == root or real.startswith(root + os.sep)):
+    # lexical check: '..' or an absolute path leaves data_dir; symlinked folders inside it are fine
+    normal = os.path.normpath(rel_path)
+    if os.path.isabs(rel_path) or normal == ".." or normal.startswith(".." + os.sep):
         raise ListFileError(f"{where}: path {rel_path!r} escapes --data_dir {data_dir}; use paths inside it")
     return Sample(full, label)
 

@@ -2,7 +2,8 @@
 
 For each model, one export (paddle.jit.save, then paddle2onnx) feeds all three engines the same random
 float32 batches, at batch 1 and batch 32, in one run. Latency is the median of the timed runs (after
-warm-up); images/s is batch size / median latency. Random weights: speed does not depend on them.
+warm-up; the engines take turns, run by run); images/s is batch size / median latency. Random weights:
+speed does not depend on them.
 """
 from __future__ import annotations
 
@@ -20,16 +21,19 @@ DEFAULT_MODELS = ("ResNet50_vd", "MobileNetV3_large_x1_0")
 ENGINES = ("dygraph", "inference", "onnxruntime")
 
 
-def time_engine(engine, batch: np.ndarray, runs: int, warmup: int) -> float:
-    """Median seconds per call of ``engine(batch)``."""
-    for _ in range(warmup):
-        engine(batch)
-    samples = []
+def time_engines(engines: dict, batch: np.ndarray, runs: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each engine. Rounds interleave the engines, so a machine shared with
+    other work slows all of them alike instead of whichever happened to run at the wrong moment."""
+    for engine in engines.values():
+        for _ in range(warmup):
+            engine(batch)
+    samples: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(runs):
-        start = time.perf_counter()
-        engine(batch)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine(batch)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def build_engines(name: str, size: int, threads: int, workdir: str, wanted: tuple[str, ...]) -> dict:
@@ -83,8 +87,7 @@ def main(argv=None) -> int:
                 runs = args.runs or (30 if batch_size == 1 else 5)
                 warmup = 3 if batch_size == 1 else 1
                 row = {"model": name, "batch": batch_size}
-                for engine_name, engine in engines.items():
-                    seconds = time_engine(engine, batch, runs, warmup)
+                for engine_name, seconds in time_engines(engines, batch, runs, warmup).items():
                     row[engine_name] = {"ms": round(seconds * 1000, 2), "images_per_s": round(batch_size / seconds, 1)}
                 rows.append(row)
                 cells = "".join(f"{row[e]['ms']:>18.1f}{row[e]['images_per_s']:>9.1f}" if e in row

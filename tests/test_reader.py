@@ -49,6 +49,8 @@ def test_parses_lines_counts_classes_and_duplicates(tmp_path):
     ("a.jpg -1\n", ":1: negative label"),
     ("a.jpg 5\n", ":1: label 5 >= class_dim 5"),
     ("../outside.jpg 0\n", ":1: path '../outside.jpg' escapes --data_dir"),
+    ("a/../../outside.jpg 0\n", ":1: path 'a/../../outside.jpg' escapes --data_dir"),
+    ("/etc/passwd 0\n", ":1: path '/etc/passwd' escapes --data_dir"),
 ])
 def test_bad_lists_are_refused_with_file_and_line(tmp_path, text, message):
     lst = write(tmp_path / "l.txt", text)
