@@ -75,7 +75,7 @@ def main(argv):
     if not items:
         return 0
 
-    options = infer.inference_options(args, args.batch_size)
+    options = infer.inference_options(args, args.batch_size, device)
     engine = infer.engine_for_model(args.engine, device, model, cfg, options, args.topk, export_dir)
     batches = infer.iter_batches(items, cfg, args.batch_size, options.cpu_threads)
     records = infer.classify(batches, engine, args.topk, names, on_record=lambda r: infer.log(infer.format_record(r)))

@@ -1,5 +1,6 @@
 """train.py / eval.py / ema_clean.py end to end, as a user runs them, on the small digits data set."""
 import json
+import os
 
 import numpy as np
 import paddle
@@ -79,8 +80,15 @@ def test_finetune_from_1000_classes_skips_the_head_and_eval_reports_json(small_d
     assert 0.0 <= result["top1"] <= result["top5"] <= 1.0
 
 
-def test_ema_clean_writes_weights_eval_loads(small_data, tmp_path):
-    train(small_data, tmp_path / "o", "--num_epochs=1", "--use_ema=True", "--validate=False")
+def test_ema_clean_writes_weights_eval_loads_and_visualdl_logs(small_data, tmp_path):
+    train(small_data, tmp_path / "o", "--num_epochs=1", "--use_ema=True", f"--vdl_log_dir={tmp_path / 'vdl'}")
+    from visualdl import LogReader
+
+    records = [f for f in os.listdir(tmp_path / "vdl") if "vdlrecords" in f]
+    assert records
+    reader = LogReader(file_path=str(tmp_path / "vdl" / records[0]))
+    assert len(reader.get_data("scalar", "train/loss")) == 4  # one per step (print_step=1)
+    assert reader.get_data("scalar", "val/top1")
     run_script("ema_clean.py", f"--ema_model_dir={tmp_path / 'o' / 'ResNet18' / '0'}",
                f"--cleaned_model_dir={tmp_path / 'clean'}")
     ema = weights(tmp_path / "o" / "ResNet18" / "0" / "ema.pdparams")
