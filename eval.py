@@ -73,7 +73,7 @@ def main(argv):
                                    topk=5)
     dataset = ImageListDataset(listed.samples, cfg, training=False)
     loader = make_loader(dataset, EpochBatchSampler(len(dataset), args.batch_size, shuffle=False),
-                         args.reader_thread, args.reader_buf_size)
+                         args.reader_thread, args.reader_buf_size, args.use_dali)
     bad = BadImageLog()
     started = time.perf_counter()
     accuracy = evaluate(model, loader, bad, forward=forward)

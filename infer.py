@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_model_args(parser)
     flags.add_preprocess_args(parser)
     parser.set_defaults(data_dir=None)
+    for action in parser._actions:  # the shared flag's help speaks of list roots; here it is the input
+        if action.dest == "data_dir":
+            action.help = "images to classify: a folder (walked recursively) or a list file of 'path [label]' lines"
     group = parser.add_argument_group("inference")
     group.add_argument("--image_path", type=str, default=None, help="one image to classify")
     group.add_argument("--batch_size", type=int, default=32)

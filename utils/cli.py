@@ -11,16 +11,20 @@ def run(main) -> None:
     """Run ``main(argv)``; a user error prints one line and exits 2 (``--debug True`` shows the traceback)."""
     prepare_cpu()
     import_paddle_quietly()
-    from models import UnknownModelError
     from reader import ListFileError
     from utils.args import UsageError
     from utils.transforms import ImageDecodeError
 
     debug = any(a.lower() in ("--debug=true", "--debug=1") for a in sys.argv) or (
         "--debug" in sys.argv and sys.argv[sys.argv.index("--debug") + 1:][:1] in (["True"], ["true"], ["1"]))
+    user_errors = (UsageError, ListFileError, ImageDecodeError)
     try:
         code = main(sys.argv[1:])
-    except (UsageError, ListFileError, UnknownModelError, ImageDecodeError) as err:
+    except Exception as err:
+        # an unknown model name is a user error too; models is imported only by scripts that need model code
+        unknown_model = getattr(sys.modules.get("models.registry"), "UnknownModelError", None)
+        if not isinstance(err, user_errors) and not (unknown_model and isinstance(err, unknown_model)):
+            raise
         if debug:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
