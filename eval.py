@@ -30,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv):
-    import models
     from reader import (
         BadImageLog,
         EpochBatchSampler,
@@ -39,12 +38,11 @@ def main(argv):
         parse_list_file,
         resolve_list,
     )
-    from utils.args import UsageError, parse, print_arguments
-    from utils.checkpoint import class_dim_of_weights, load_pretrained
+    from utils.args import parse, print_arguments
     from utils.cli import select_device
     from utils.evaluate import evaluate
     from utils.inference import engine_for_model, exported_for_eval, inference_options
-    from utils.presets import model_options, preprocess_config
+    from utils.presets import load_trained_model, preprocess_config
 
     args = parse(build_parser(), argv)
     print_arguments(args)
@@ -54,20 +52,10 @@ def main(argv):
         deployed, forward = exported_for_eval(args, device)
         args.model, model, cfg, class_dim = deployed.model, None, deployed.preprocess, deployed.class_dim
         listed = parse_list_file(val_list, args.data_dir, class_dim)
-    elif not args.pretrained_model:
-        raise UsageError("--pretrained_model is required: evaluating random weights measures nothing")
     else:
-        # class_dim: the flag, else what the weights were trained for, else what the list holds
-        classifier = models.get_model_meta(args.model).classifier
-        class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier)
-        listed = parse_list_file(val_list, args.data_dir, class_dim)
-        class_dim = class_dim or listed.num_classes
-        model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
-        report = load_pretrained(model, args.pretrained_model, model_name=args.model)
-        if report.shape_mismatch:
-            raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
-                             "set --class_dim to the number of classes the weights were trained with")
-        print(f"weights: {report.summary()}")
+        listed = parse_list_file(val_list, args.data_dir, args.class_dim)
+        model, class_dim = load_trained_model(args, fallback_class_dim=listed.num_classes)
+        listed = parse_list_file(val_list, args.data_dir, class_dim)  # labels must fit the weights' classes
         cfg = preprocess_config(args)
         forward = engine_for_model(args.engine, device, model, cfg, inference_options(args, args.batch_size, device),
                                    topk=5)

@@ -544,25 +544,14 @@ def engine_for_model(engine: str | None, device: str, model, cfg: PreprocessConf
 # ---------------------------------------------------------------- scripts' shared steps
 
 
-def load_model(args):
-    """Build ``--model`` with ``--pretrained_model`` (required); class_dim from the flag, else the weights.
+def load_model(args, fallback_class_dim: int = IMAGENET_CLASSES):
+    """Build ``--model`` with ``--pretrained_model`` (see utils.presets.load_trained_model); eval mode.
 
     Returns ``(model, class_dim)``.
     """
-    import models
-    from utils.checkpoint import class_dim_of_weights, load_pretrained
-    from utils.presets import model_options
+    from utils.presets import load_trained_model
 
-    if not args.pretrained_model:
-        raise UsageError("--pretrained_model is required: predictions of random weights mean nothing")
-    classifier = models.get_model_meta(args.model).classifier
-    class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier) or IMAGENET_CLASSES
-    model = models.build_model(args.model, class_dim=class_dim, **model_options(args))
-    report = load_pretrained(model, args.pretrained_model, model_name=args.model)
-    if report.shape_mismatch:
-        raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
-                         "set --class_dim to the number of classes the weights were trained with")
-    log(f"weights: {report.summary()}")
+    model, class_dim = load_trained_model(args, fallback_class_dim, log=log)
     model.eval()
     return model, class_dim
 

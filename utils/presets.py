@@ -58,3 +58,25 @@ def build_model_from_args(args: argparse.Namespace, class_dim: int):
         except LayoutError as err:
             raise UsageError(str(err)) from None
     return model
+
+
+def load_trained_model(args: argparse.Namespace, fallback_class_dim: int, log=print):
+    """``--model`` with ``--pretrained_model`` loaded (required): the evaluation/inference model.
+
+    class_dim: ``--class_dim``, else what the weights' classifier was trained for, else the fallback.
+    Returns ``(model, class_dim)``.
+    """
+    from models import get_model_meta
+    from utils.checkpoint import class_dim_of_weights, load_pretrained
+
+    if not args.pretrained_model:
+        raise UsageError("--pretrained_model is required: random weights measure and predict nothing")
+    classifier = get_model_meta(args.model).classifier
+    class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier) or fallback_class_dim
+    model = build_model_from_args(args, class_dim)
+    report = load_pretrained(model, args.pretrained_model, model_name=args.model)
+    if report.shape_mismatch:
+        raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
+                         "set --class_dim to the number of classes the weights were trained with")
+    log(f"weights: {report.summary()}")
+    return model, class_dim
