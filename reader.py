@@ -190,7 +190,7 @@ def make_loader(dataset: ImageListDataset, sampler: EpochBatchSampler, workers: 
         batch_sampler=sampler,
         num_workers=workers,
         collate_fn=collate_skip_bad,
-        use_shared_memory=False,
+        use_shared_memory=True,
         persistent_workers=False,
         **options,
     )

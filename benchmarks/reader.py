@@ -101,3 +101,31 @@ def main(argv=None) -> int:
     ratio = results["this suite (cv2)"] / results["Pillow + numpy baseline"]
     print(f"speed-up per core: {ratio:.2f}x (target >= 2x)")
     return 0
+
+
+def loader_rate(paths: list[str], use_dali: bool, workers: int, batch: int = 32) -> float:
+    """images/s of a full training loader (decode + crop 224 + flip + normalise, batched), cv2 or DALI-CPU."""
+    from reader import EpochBatchSampler, ImageListDataset, Sample, make_loader
+
+    samples = [Sample(path, 0) for path in paths]
+    dataset = ImageListDataset(samples, PreprocessConfig(crop_size=224), training=True, seed=0)
+    sampler = EpochBatchSampler(len(samples), batch, shuffle=True, seed=0)
+    loader = make_loader(dataset, sampler, workers=workers, prefetch=4, use_dali=use_dali)
+    start, count = time.perf_counter(), 0
+    for images, _labels, _indices, _bad in loader:
+        count += int(images.shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def compare_loaders(data_dir: str, images: int = 600) -> None:
+    """The cv2 reader (worker processes) against the DALI CPU pipeline, both feeding Paddle tensors."""
+    import importlib.util
+
+    paths = image_paths(data_dir, images)
+    workers = usable_cores()
+    print(f"training loader, {len(paths)} Imagenette JPEGs, batch 32, {workers} workers/threads:")
+    print(f"  cv2 reader (DataLoader workers)  {loader_rate(paths, False, workers):8.0f} img/s")
+    if importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali"):
+        print(f"  DALI CPU pipeline (DLPack)       {loader_rate(paths, True, workers):8.0f} img/s")
+    else:
+        print("  DALI CPU pipeline: not installed (pip install -r requirements-dali.txt)")

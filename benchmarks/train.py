@@ -92,10 +92,17 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data_dir", default=os.path.join(ROOT, "data", "demo"),
                         help="list-format data for the process comparison (default: the demo digits)")
+    parser.add_argument("--imagenette", default=os.path.join(ROOT, "..", "shared", "data", "imagenette"),
+                        help="JPEGs for the cv2 vs DALI-CPU reader comparison")
     args = parser.parse_args(argv)
     compare_resnet50(args.batch, args.steps, args.rounds)
     if not os.path.isfile(os.path.join(args.data_dir, "train_list.txt")):
         subprocess.run([sys.executable, "data/make_demo_data.py"], cwd=ROOT, check=True)
     compare_processes(args.data_dir, steps=12)
-    print("DALI reader comparison: not run (the DALI reader is not part of this build yet)")
+    if os.path.isfile(os.path.join(args.imagenette, "train_list.txt")):
+        from benchmarks.reader import compare_loaders
+
+        compare_loaders(args.imagenette)
+    else:
+        print(f"reader comparison skipped: {args.imagenette} not found (pass --imagenette)")
     return 0
