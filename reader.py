@@ -131,8 +131,9 @@ def collate_skip_bad(batch):
         labels = np.asarray([item[1] for item in good], dtype=np.int64)
         indices = np.asarray([item[2] for item in good], dtype=np.int64)
     else:
-        images = np.zeros((0,) + batch[0][0].shape, np.float32)
-        labels = indices = np.zeros((0,), np.int64)
+        # one placeholder row: zero-size arrays cannot travel through shared memory; see _DropPlaceholders
+        images = np.zeros((1,) + batch[0][0].shape, np.float32)
+        labels = indices = np.full((1,), BAD_LABEL, np.int64)
     return images, labels, indices, bad
 
 
@@ -185,7 +186,7 @@ def make_loader(dataset: ImageListDataset, sampler: EpochBatchSampler, workers: 
 
         return DaliLoader(dataset, sampler, threads=max(1, workers), device_id=dali_device_id())
     options = {"prefetch_factor": max(2, prefetch)} if workers > 0 else {}
-    return DataLoader(
+    return _DropPlaceholders(DataLoader(
         _PaddleDatasetAdapter(dataset),
         batch_sampler=sampler,
         num_workers=workers,
@@ -193,7 +194,24 @@ def make_loader(dataset: ImageListDataset, sampler: EpochBatchSampler, workers: 
         use_shared_memory=True,
         persistent_workers=False,
         **options,
-    )
+    ))
+
+
+class _DropPlaceholders:
+    """Turns the placeholder row of an all-bad batch back into an empty batch (0 images)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels, indices, bad in self.loader:
+            if len(labels) == 1 and int(labels[0]) == BAD_LABEL:
+                yield images[:0], labels[:0], indices[:0], bad
+            else:
+                yield images, labels, indices, bad
 
 
 class _PaddleDatasetAdapter(Dataset):

@@ -69,14 +69,12 @@ def test_two_nodes_on_localhost_validate_every_sample_once(data, tmp_path):
     assert "samples 41 skipped 0" in logs  # 41 validation images over 2 ranks, none lost or doubled
 
 
-def test_killed_rank_ends_the_launch_promptly_with_an_error(data, tmp_path):
+def test_killed_rank_ends_the_launch_promptly_and_the_job_resumes(data, tmp_path):
     args = [*COMMON, *data, "--max_iter=0", "--num_epochs=50", f"--model_save_dir={tmp_path / 'out'}"]
     proc = launch(args, tmp_path / "log", ["--nproc_per_node", "2"], start_new_session=True)
-    deadline = time.time() + 120
-    worker_log = tmp_path / "log" / "workerlog.1"
-    while time.time() < deadline and not (worker_log.exists() and "[train]" in worker_log.read_text()
-                                           or (tmp_path / "log" / "workerlog.0").exists()
-                                           and "[train]" in (tmp_path / "log" / "workerlog.0").read_text()):
+    rank0_log = tmp_path / "log" / "workerlog.0"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (rank0_log.exists() and "saved checkpoint" in rank0_log.read_text()):
         time.sleep(0.5)
     pids = subprocess.run(["pgrep", "-f", f"model_save_dir={tmp_path / 'out'}"], capture_output=True,
                           text=True).stdout.split()
@@ -91,3 +89,10 @@ def test_killed_rank_ends_the_launch_promptly_with_an_error(data, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     assert time.time() - killed_at < 60
+    # every rank resumes from the newest complete checkpoint
+    resume = [a if a != "--num_epochs=50" else "--num_epochs=3" for a in args] + ["--resume=auto"]
+    again = launch(resume, tmp_path / "log2", ["--nproc_per_node", "2"])
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output[-3000:]
+    for rank in (0, 1):
+        assert "resumed from" in (tmp_path / "log2" / f"workerlog.{rank}").read_text()

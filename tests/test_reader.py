@@ -90,10 +90,10 @@ def test_bad_images_are_skipped_counted_and_logged_once(tmp_path):
     assert any("missing.jpg" in m for m in logged)
 
 
-def test_collate_of_an_all_bad_batch_is_empty():
+def test_collate_of_an_all_bad_batch_is_a_placeholder_row():
     batch = [(np.zeros((3, 4, 4), np.float32), BAD_LABEL, 0, "x: bad")]
     images, labels, _, bad = collate_skip_bad(batch)
-    assert images.shape == (0, 3, 4, 4) and len(labels) == 0 and bad == ["x: bad"]
+    assert images.shape == (1, 3, 4, 4) and labels.tolist() == [BAD_LABEL] and bad == ["x: bad"]
 
 
 def test_sampler_shards_exactly_for_eval_and_evenly_for_training():

@@ -183,7 +183,10 @@ class Trainer:
             self.seed = int(meta["seed"])
             self.train_set.seed = self.train_sampler.seed = self.seed
         self.last_checkpoint = directory
-        _log(self.rank, f"resumed from {directory}: continuing at epoch {self.start_epoch} step {self.start_step}")
+        # every rank says it: all must resume from the same checkpoint
+        who = f"rank {self.rank.rank}: " if self.rank.world_size > 1 else ""
+        print(f"{who}resumed from {directory}: continuing at epoch {self.start_epoch} step {self.start_step}",
+              flush=True)
 
     # ------------------------------------------------------------ loop
 
