@@ -6,7 +6,7 @@
 #   bash run.sh eval <Model> [flags]     eval.py --model=<Model> --data_dir=$DATA_DIR [flags]
 #   bash run.sh infer <Model> [flags]    infer.py --model=<Model> [flags]
 #   bash run.sh export <Model> [flags]   infer.py --model=<Model> --save_inference=True [flags]
-#   bash run.sh predict <Model> [flags]  predict.py --model_dir=${MODEL_SAVE_DIR:-./output}/<Model> [flags]
+#   bash run.sh predict <Model> [flags]  predict.py --inference_model=${MODEL_SAVE_DIR:-./output}/<Model> [flags]
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -45,7 +45,7 @@ case "${1:-}" in
       eval) exec "$PYTHON" eval.py --model="$model" --data_dir="${DATA_DIR:-./data/ILSVRC2012/}" "$@" ;;
       infer) exec "$PYTHON" infer.py --model="$model" "$@" ;;
       export) exec "$PYTHON" infer.py --model="$model" --save_inference=True "$@" ;;
-      predict) exec "$PYTHON" predict.py --model_dir="${MODEL_SAVE_DIR:-./output}/$model" "$@" ;;
+      predict) exec "$PYTHON" predict.py --inference_model="${MODEL_SAVE_DIR:-./output}/$model" "$@" ;;
     esac ;;
   *) echo "usage: bash run.sh demo | test | train|eval|infer|export|predict <Model> [flags]" >&2; exit 2 ;;
 esac

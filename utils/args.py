@@ -156,6 +156,10 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
+    if getattr(args, "model", None) and not getattr(args, "inference_model", None):
+        from models import get_model_meta
+
+        get_model_meta(args.model)  # an unknown name fails first, suggesting the nearest ones
     if getattr(args, "use_fp16", False):
         args.use_amp = True
     if getattr(args, "lr_strategy", None) is not None and args.lr_strategy not in LR_STRATEGIES:
