@@ -94,10 +94,11 @@ def resolve_list(data_dir: str, list_arg: str | None, default_name: str) -> str:
 BAD_LABEL = -1  # marks a sample whose image could not be decoded; dropped by the collate function
 
 
-class ImageListDataset:
+class ImageListDataset(Dataset):
     """Map-style dataset of (CHW float32 image, label, index); a bad image yields a marker, not an error."""
 
     def __init__(self, samples: list[Sample], cfg: PreprocessConfig, training: bool, seed: int = 0):
+        super().__init__()
         self.samples = samples
         self.cfg = cfg
         self.training = training
@@ -187,7 +188,7 @@ def make_loader(dataset: ImageListDataset, sampler: EpochBatchSampler, workers: 
         return DaliLoader(dataset, sampler, threads=max(1, workers), device_id=dali_device_id())
     options = {"prefetch_factor": max(2, prefetch)} if workers > 0 else {}
     return _DropPlaceholders(DataLoader(
-        _PaddleDatasetAdapter(dataset),
+        dataset,
         batch_sampler=sampler,
         num_workers=workers,
         collate_fn=collate_skip_bad,
@@ -212,18 +213,6 @@ class _DropPlaceholders:
                 yield images[:0], labels[:0], indices[:0], bad
             else:
                 yield images, labels, indices, bad
-
-
-class _PaddleDatasetAdapter(Dataset):
-    def __init__(self, dataset: ImageListDataset):
-        super().__init__()
-        self.inner = dataset
-
-    def __len__(self):
-        return len(self.inner)
-
-    def __getitem__(self, index):
-        return self.inner[index]
 
 
 class BadImageLog:

@@ -17,27 +17,11 @@ from models.summary import count_macs, count_parameters, lazy_build
 from tests.conftest import ROOT, SHARED
 
 GENOTYPES_PATH = SHARED / "zoo" / "darts_genotypes.json"
-DEFAULT_TOLERANCE = 0.10  # relative; used when the reference file states none
-
 needs_genotypes = pytest.mark.skipif(not GENOTYPES_PATH.exists(), reason=f"{GENOTYPES_PATH} not present")
 
 
 def _facts() -> dict:
     return json.loads(GENOTYPES_PATH.read_text())
-
-
-def _stated_tolerance(facts: dict) -> float:
-    """A relative tolerance from any '*tolerance*' entry (0.1, "10%"), else DEFAULT_TOLERANCE."""
-    for section in (facts, facts.get("network", {})):
-        for key, value in section.items():
-            if "tolerance" in key.lower():
-                text = str(value).strip()
-                return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    return DEFAULT_TOLERANCE
-
-
-def _nominal_params(name: str) -> int:
-    return int(re.fullmatch(r"DARTS_(\d+)M", name).group(1)) * 1_000_000
 
 
 @needs_genotypes

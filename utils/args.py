@@ -17,9 +17,12 @@ class UsageError(ValueError):
     """A bad flag or input file; scripts print it as one line and exit with code 2."""
 
 
+TRUE_WORDS = ("true", "1", "yes", "y", "t")
+
+
 def str2bool(text: str) -> bool:
     value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "y", "t"):
+    if value in TRUE_WORDS:
         return True
     if value in ("false", "0", "no", "n", "f", "none"):
         return False

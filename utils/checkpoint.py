@@ -163,21 +163,6 @@ def _save_fsync(obj, path: str) -> None:
         os.fsync(handle.fileno())
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_weights(state: dict, path: str) -> str:
     """Write a state_dict to ``path`` atomically (temp file + rename)."""
     directory = os.path.dirname(os.path.abspath(path))

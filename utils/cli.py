@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from utils.runtime import import_paddle_quietly, prepare_cpu
+from utils.runtime import flag_value, import_paddle_quietly, prepare_cpu
 
 
 def run(main) -> None:
@@ -12,11 +12,11 @@ def run(main) -> None:
     prepare_cpu()
     import_paddle_quietly()
     from reader import ListFileError
-    from utils.args import UsageError
+    from utils.args import TRUE_WORDS, UsageError
     from utils.transforms import ImageDecodeError
 
-    debug = any(a.lower() in ("--debug=true", "--debug=1") for a in sys.argv) or (
-        "--debug" in sys.argv and sys.argv[sys.argv.index("--debug") + 1:][:1] in (["True"], ["true"], ["1"]))
+    # read before argparse runs, so a bad flag value can still be shown with its traceback
+    debug = (flag_value(sys.argv, "--debug") or "").strip().lower() in TRUE_WORDS
     user_errors = (UsageError, ListFileError, ImageDecodeError)
     try:
         code = main(sys.argv[1:])
