@@ -7,8 +7,9 @@
     python infer.py --model=ResNet50_vd --pretrained_model=... --save_inference=True --save_onnx=True
 
 stdout is a JSON list, one object per image: {"path", "class_ids", "scores", "label_names"} (softmax
-scores, best first); an unreadable image gets {"path", "error"}. Logs go to stderr. The exit code is 1
-only when every image failed.
+scores, best first); an unreadable image gets {"path", "error"}, and records computed by dygraph after the
+default engine fell back carry "engine_fallback" (the reason). Logs go to stderr. The exit code is 1 when
+every image failed or more than --max_bad_image_fraction of them did.
 """
 import argparse
 import os
@@ -53,12 +54,17 @@ def main(argv):
     from utils.args import parse, print_arguments
     from utils.cli import select_device
     from utils.export import check_onnx, export_onnx, save_inference_model
+    from utils.outputs import probe_output_dir, probe_output_file
     from utils.presets import preprocess_config
 
     args = parse(build_parser(), argv)
     print_arguments(args, out=sys.stderr)
-    device = select_device(args.use_gpu)
     exporting = args.save_inference or args.save_onnx
+    if args.save_json_path:
+        probe_output_file(args.save_json_path, "--save_json_path")
+    if exporting:
+        probe_output_dir(os.path.join(args.model_save_dir, args.model), "--model_save_dir")
+    device = select_device(args.use_gpu)
     items = infer.collect_images(args.image_path, args.data_dir) if (
         args.image_path or args.data_dir or not exporting) else []
     cfg = preprocess_config(args)
@@ -82,7 +88,7 @@ def main(argv):
     engine = infer.engine_for_model(args.engine, device, model, cfg, options, args.topk, export_dir)
     batches = infer.iter_batches(items, cfg, args.batch_size, options.cpu_threads)
     records = infer.classify(batches, engine, args.topk, names, on_record=lambda r: infer.log(infer.format_record(r)))
-    return infer.emit_results(records, args.save_json_path)
+    return infer.emit_results(records, args.save_json_path, args.data_dir, args.max_bad_image_fraction)
 
 
 if __name__ == "__main__":

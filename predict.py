@@ -49,9 +49,12 @@ def main(argv):
     from utils import inference as infer
     from utils.args import parse, print_arguments
     from utils.cli import select_device
+    from utils.outputs import probe_output_file
 
     args = parse(build_parser(), argv)
     print_arguments(args, out=sys.stderr)
+    if args.save_json_path:
+        probe_output_file(args.save_json_path, "--save_json_path")
     args.use_gpu = select_device(args.use_gpu) == "gpu"
     deployed = infer.load_export(args.inference_model)
     items = infer.collect_images(args.image_path, args.data_dir)
@@ -66,7 +69,7 @@ def main(argv):
     if accuracy is not None:
         infer.log(f"[eval] {deployed.model} top1 {accuracy.top(1):.4f} top5 {accuracy.top(5):.4f} "
                   f"samples {accuracy.samples} skipped {sum('error' in r for r in records)}")
-    return infer.emit_results(records, args.save_json_path)
+    return infer.emit_results(records, args.save_json_path, args.data_dir)
 
 
 if __name__ == "__main__":

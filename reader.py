@@ -10,14 +10,27 @@ the batches an uninterrupted one would.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from paddle.io import DataLoader, Dataset
 
-from utils.transforms import ImageDecodeError, PreprocessConfig, eval_transform, read_image, train_transform
+from utils.errors import UsageError
+from utils.transforms import (
+    ImageDecodeError,
+    PreprocessConfig,
+    eval_crop,
+    eval_transform,
+    read_image,
+    train_augment,
+    train_transform,
+)
+from utils.workers import init_reader_worker
 
 
 class ListFileError(ValueError):
@@ -37,23 +50,74 @@ class ListSummary:
     duplicates: int
 
 
-def parse_list_file(list_path: str, data_dir: str, class_dim: int | None = None) -> ListSummary:
-    """Parse ``path label`` lines; refuse malformed lines, bad labels and paths escaping data_dir."""
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def parse_list_file(list_path: str, data_dir: str, class_dim: int | None = None,
+                    warn: Callable[[str], None] | None = _warn_stderr) -> ListSummary:
+    """Parse ``path label`` lines; refuse malformed lines, bad labels and paths escaping data_dir.
+
+    ``warn`` (default: a line on stderr) hears about suspicious label counts; None keeps quiet.
+    """
     if not os.path.isfile(list_path):
         raise ListFileError(f"{list_path}: list file not found (set --data_dir, or --train_list/--val_list)")
-    samples, seen, duplicates = [], set(), 0
-    with open(list_path, encoding="utf-8", errors="replace", newline=None) as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            samples.append(_parse_line(line, list_path, number, data_dir, class_dim))
-            if samples[-1] in seen:
-                duplicates += 1
-            seen.add(samples[-1])
+    samples, seen, duplicates, first_line = [], set(), 0, {}
+    for number, line in read_list_lines(list_path):
+        samples.append(_parse_line(line, list_path, number, data_dir, class_dim))
+        first_line.setdefault(samples[-1].label, number)
+        if samples[-1] in seen:
+            duplicates += 1
+        seen.add(samples[-1])
     if not samples:
         raise ListFileError(f"{list_path}: no samples (an empty list); expected lines like 'train/a.jpg 3'")
+    if warn is not None:
+        for message in label_count_warnings(list_path, [s.label for s in samples], first_line):
+            warn(message)
     return ListSummary(samples, max(s.label for s in samples) + 1, duplicates)
+
+
+# a label seen once is a likely typo when the other classes have at least this many samples each (median)
+RARE_LABEL_MEDIAN = 5
+
+
+def label_count_warnings(list_path: str, labels: list[int], first_line: dict[int, int]) -> list[str]:
+    """Suspicious label counts: every sample in one class, or a label seen once among well-filled classes."""
+    counts = Counter(labels)
+    if len(counts) == 1 and len(labels) > 1:
+        label = labels[0]
+        return [f"{list_path}:{first_line[label]}: all {len(labels)} samples have label {label}: a list of one "
+                "class (is the label column right?)"]
+    found = []
+    for label, count in sorted(counts.items()):
+        others = sorted(c for other, c in counts.items() if other != label)
+        if count == 1 and others and others[len(others) // 2] >= RARE_LABEL_MEDIAN:
+            found.append(f"{list_path}:{first_line[label]}: label {label} appears only once while the other classes "
+                         f"have ~{others[len(others) // 2]} samples each (a typo adds a class)")
+    return found
+
+
+def read_text_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file (a leading BOM removed); bytes that are not UTF-8 are an error naming
+    file:line instead of silently replaced characters."""
+    with open(path, "rb") as handle:
+        raw_lines = handle.read().splitlines()
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError as err:
+            raise ListFileError(f"{path}:{number}: byte {raw[err.start:err.start + 1]!r} at column "
+                                f"{err.start + 1} is not UTF-8; save the file as UTF-8") from None
+    return lines
+
+
+def read_list_lines(list_path: str) -> Iterator[tuple[int, str]]:
+    """``(line number, stripped line)`` of a list file, blank and ``#`` lines left out."""
+    for number, text in enumerate(read_text_lines(list_path), start=1):
+        line = text.strip()
+        if line and not line.startswith("#"):
+            yield number, line
 
 
 def _parse_line(line, list_path, number, data_dir, class_dim) -> Sample:
@@ -72,12 +136,18 @@ def _parse_line(line, list_path, number, data_dir, class_dim) -> Sample:
         raise ListFileError(
             f"{where}: label {label} >= class_dim {class_dim}; raise --class_dim or fix the list"
         )
-    full = os.path.join(data_dir, rel_path)
-    # lexical check: '..' or an absolute path leaves data_dir; symlinked folders inside it are fine
+    if os.path.isabs(rel_path):
+        # an absolute path is fine when it lies inside data_dir (lexically: symlinks inside are not followed)
+        root = os.path.abspath(data_dir)
+        if os.path.commonpath([root, os.path.normpath(rel_path)]) != root:
+            raise ListFileError(f"{where}: path {rel_path!r} escapes --data_dir {data_dir}; an absolute path "
+                                "must lie inside it")
+        return Sample(os.path.normpath(rel_path), label)
+    # lexical check: '..' leaves data_dir; symlinked folders inside it are fine
     normal = os.path.normpath(rel_path)
-    if os.path.isabs(rel_path) or normal == ".." or normal.startswith(".." + os.sep):
+    if normal == ".." or normal.startswith(".." + os.sep):
         raise ListFileError(f"{where}: path {rel_path!r} escapes --data_dir {data_dir}; use paths inside it")
-    return Sample(full, label)
+    return Sample(os.path.join(data_dir, rel_path), label)
 
 
 def resolve_list(data_dir: str, list_arg: str | None, default_name: str) -> str:
@@ -95,15 +165,37 @@ BAD_LABEL = -1  # marks a sample whose image could not be decoded; dropped by th
 
 
 class ImageListDataset(Dataset):
-    """Map-style dataset of (CHW float32 image, label, index); a bad image yields a marker, not an error."""
+    """Map-style dataset of (image, label, index, error); a bad image yields a marker, not an error.
 
-    def __init__(self, samples: list[Sample], cfg: PreprocessConfig, training: bool, seed: int = 0):
+    Images are normalised float32 CHW, or with ``uint8_hwc`` the augmented uint8 HWC pixels, 4x smaller to
+    ship from the workers; the trainer normalises those on the device (transforms.DeviceNormalizer).
+    """
+
+    def __init__(self, samples: list[Sample], cfg: PreprocessConfig, training: bool, seed: int = 0,
+                 uint8_hwc: bool = False):
         super().__init__()
         self.samples = samples
         self.cfg = cfg
         self.training = training
         self.seed = seed
         self.epoch = 0
+        self.uint8_hwc = uint8_hwc
+
+    def image_bytes(self) -> int:
+        size = self.cfg.crop_size
+        return size * size * 3 * (1 if self.uint8_hwc else 4)
+
+    def _transform(self, image: np.ndarray, index: int) -> np.ndarray:
+        if self.training:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            if self.uint8_hwc:
+                return train_augment(image, self.cfg, rng)
+            return train_transform(image, self.cfg, rng)
+        return eval_crop(image, self.cfg) if self.uint8_hwc else eval_transform(image, self.cfg)
+
+    def _placeholder(self) -> np.ndarray:
+        size = self.cfg.crop_size
+        return np.zeros((size, size, 3), np.uint8) if self.uint8_hwc else np.zeros((3, size, size), np.float32)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -111,15 +203,9 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int):
         sample = self.samples[index]
         try:
-            image = read_image(sample.path)
-            if self.training:
-                rng = np.random.default_rng([self.seed, self.epoch, index])
-                tensor = train_transform(image, self.cfg, rng)
-            else:
-                tensor = eval_transform(image, self.cfg)
+            tensor = self._transform(read_image(sample.path), index)
         except (ImageDecodeError, cv2.error) as err:
-            size = self.cfg.crop_size
-            return np.zeros((3, size, size), np.float32), BAD_LABEL, index, str(err)
+            return self._placeholder(), BAD_LABEL, index, str(err)
         return tensor, sample.label, index, ""
 
 
@@ -133,7 +219,7 @@ def collate_skip_bad(batch):
         indices = np.asarray([item[2] for item in good], dtype=np.int64)
     else:
         # one placeholder row: zero-size arrays cannot travel through shared memory; see _DropPlaceholders
-        images = np.zeros((1,) + batch[0][0].shape, np.float32)
+        images = np.zeros((1,) + batch[0][0].shape, batch[0][0].dtype)
         labels = indices = np.full((1,), BAD_LABEL, np.int64)
     return images, labels, indices, bad
 
@@ -186,16 +272,37 @@ def make_loader(dataset: ImageListDataset, sampler: EpochBatchSampler, workers: 
         from utils.dali import DaliLoader, dali_device_id
 
         return DaliLoader(dataset, sampler, threads=max(1, workers), device_id=dali_device_id())
-    options = {"prefetch_factor": max(2, prefetch)} if workers > 0 else {}
+    options = {"prefetch_factor": max(1, prefetch)} if workers > 0 else {}
+    if workers > 0:
+        check_shared_memory(dataset.image_bytes() * sampler.batch_size, workers, max(1, prefetch))
     return _DropPlaceholders(DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=workers,
         collate_fn=collate_skip_bad,
+        worker_init_fn=init_reader_worker,  # one OpenCV/OpenMP thread per decode worker
         use_shared_memory=True,
         persistent_workers=False,
         **options,
     ))
+
+
+SHARED_MEMORY = "/dev/shm"
+
+
+def check_shared_memory(batch_bytes: int, workers: int, prefetch: int) -> None:
+    """Worker processes hand batches over in shared memory: refuse a setting that cannot fit, naming
+    /dev/shm and its size, rather than failing later with a bus error or a worker crash."""
+    if not os.path.isdir(SHARED_MEMORY):
+        return
+    need = batch_bytes * workers * prefetch
+    free = shutil.disk_usage(SHARED_MEMORY).free
+    if need > free:
+        mib = 2**20
+        raise UsageError(f"{SHARED_MEMORY} has {free / mib:.0f} MiB free, but {workers} --reader_thread workers x "
+                         f"{prefetch} --reader_buf_size batches of {batch_bytes / mib:.1f} MiB need {need / mib:.0f} "
+                         "MiB: lower --reader_thread or --reader_buf_size, or give the container more shared "
+                         "memory (docker run --shm-size=...)")
 
 
 class _DropPlaceholders:
@@ -215,13 +322,22 @@ class _DropPlaceholders:
                 yield images, labels, indices, bad
 
 
-class BadImageLog:
-    """Counts skipped images and logs each path once."""
+class TooManyBadImages(RuntimeError):
+    """Raised by :class:`BadImageLog` once more images failed than its ``stop_after``."""
 
-    def __init__(self, log=print, seen: dict | None = None):
+    def __init__(self, count: int):
+        super().__init__(f"{count} unreadable images")
+        self.count = count
+
+
+class BadImageLog:
+    """Counts skipped images and logs each path once; past ``stop_after`` failures it raises TooManyBadImages."""
+
+    def __init__(self, log=print, seen: dict | None = None, stop_after: int | None = None):
         self.messages: dict[str, None] = {} if seen is None else seen  # share to log each path once per run
         self.count = 0
         self.log = log
+        self.stop_after = stop_after
 
     def add(self, messages: list[str]) -> None:
         for message in messages:
@@ -229,3 +345,60 @@ class BadImageLog:
             if message not in self.messages:
                 self.messages[message] = None
                 self.log(f"skipped bad image: {message}")
+        if self.stop_after is not None and self.count > self.stop_after:
+            raise TooManyBadImages(self.count)
+
+
+# ---------------------------------------------------------------- an epoch with too few readable images
+
+
+class UnreadableDataError(ListFileError):
+    """No image, or more than the allowed fraction, of an epoch could be read; the message says the likely cause."""
+
+
+def allowed_bad_images(total: int, max_fraction: float) -> int:
+    """The most unreadable images an epoch of ``total`` may have under ``--max_bad_image_fraction``."""
+    return int(total * max_fraction)
+
+
+def check_readable(bad: int, total: int, max_fraction: float, samples: list[Sample], data_dir: str,
+                   list_path: str | None = None, what: str = "epoch") -> None:
+    """Raise UnreadableDataError when every image, or more than ``max_fraction`` of them, could not be read."""
+    if total <= 0 or (bad < total and bad <= allowed_bad_images(total, max_fraction)):
+        return
+    cause = likely_cause(samples, data_dir, list_path)
+    if bad >= total:
+        raise UnreadableDataError(f"no image of the {what} could be read ({bad} of {total}): {cause}")
+    raise UnreadableDataError(f"{bad} of {total} images of the {what} could not be read, more than "
+                              f"--max_bad_image_fraction {max_fraction}: {cause}")
+
+
+CAUSE_SAMPLE = 200  # listed files checked for existence when looking for the cause
+
+
+def likely_cause(samples: list[Sample], data_dir: str, list_path: str | None = None,
+                 root_name: str = "--data_dir") -> str:
+    """The most likely reason listed images cannot be read: a wrong --data_dir, paths relative to another
+    root, Windows separators, missing files, or files that are not images."""
+    if not os.path.isdir(data_dir):
+        return f"{root_name} {data_dir} is not a folder; set it to the root the list paths are relative to"
+    windows = next((s.path for s in samples if "\\" in s.path), None)
+    if windows is not None:
+        return f"the list uses Windows separators ('\\'), e.g. {windows!r}; write paths with '/'"
+    step = max(1, len(samples) // CAUSE_SAMPLE)
+    checked = samples[::step]
+    missing = [s for s in checked if not os.path.exists(s.path)]
+    if not missing:
+        return "the files exist but do not decode as images (corrupt, truncated or not images; see the messages above)"
+    example = missing[0].path
+    relative = os.path.relpath(example, data_dir)
+    if len(missing) == len(checked):
+        for root, name in ((os.path.dirname(os.path.abspath(list_path)) if list_path else None, "the list's folder"),
+                           (os.getcwd(), "the working directory")):
+            if root and os.path.abspath(root) != os.path.abspath(data_dir) and \
+                    os.path.exists(os.path.join(root, relative)):
+                return (f"the list paths are relative to {name} {root}, not {root_name} {data_dir}"
+                        + (f": pass --data_dir={root}" if root_name == "--data_dir" else ""))
+        return (f"none of the listed files exist under {root_name} {data_dir} (e.g. {example}); "
+                "are the paths relative to another folder?")
+    return f"{len(missing)} of {len(checked)} listed files checked do not exist (e.g. {example})"

@@ -7,11 +7,15 @@
 #   bash run.sh infer <Model> [flags]    infer.py --model=<Model> [flags]
 #   bash run.sh export <Model> [flags]   infer.py --model=<Model> --save_inference=True [flags]
 #   bash run.sh predict <Model> [flags]  predict.py --inference_model=${MODEL_SAVE_DIR:-./output}/<Model> [flags]
+#   bash run.sh gpucheck [flags]  every GPU path once (AMP levels, DALI, multi-GPU, TensorRT): a pass/fail table
+# Paths in flags and in DATA_DIR / MODEL_SAVE_DIR are relative to the caller's working directory.
 set -euo pipefail
-cd "$(dirname "$0")"
+HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-python3}"
+USAGE="usage: bash run.sh demo | test | gpucheck | train|eval|infer|export|predict <Model> [flags]"
 
 demo() {
+  cd "$HERE"  # the demo builds its data and output inside the checkout
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -r requirements.txt
   "$PYTHON" data/make_demo_data.py
   local out=output/demo
@@ -31,21 +35,34 @@ sys.exit(0 if result["top1"] >= 0.95 else 1)
 PY
 }
 
+# A model name is a plain name (letters, digits, _ . -), never a path: 'train ../../x' must not run x.
+model_arg() {
+  local job="$1" model="${2:-}"
+  if [ -z "$model" ]; then
+    echo "$USAGE" >&2; echo "error: run.sh $job needs a model name, e.g. bash run.sh $job ResNet50_vd" >&2; exit 2
+  fi
+  if ! [[ "$model" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
+    echo "error: model name '$model' is not a plain name (letters, digits, _ . -); see models.list_models()" >&2
+    exit 2
+  fi
+}
+
 case "${1:-}" in
   demo) demo ;;
-  test) exec "$PYTHON" -m pytest ;;
+  test) cd "$HERE" && exec "$PYTHON" -m pytest ;;
+  gpucheck) shift; exec "$PYTHON" "$HERE/scripts/gpucheck.py" "$@" ;;
   train)
-    model="${2:?usage: run.sh train <Model>}"
-    script="scripts/train/${model}.sh"
-    [ -f "$script" ] || { echo "error: no $script; available: $(ls scripts/train 2>/dev/null | sed 's/\.sh$//' | tr '\n' ' ')" >&2; exit 2; }
+    model_arg train "${2:-}"; model="$2"
+    script="$HERE/scripts/train/${model}.sh"
+    [ -f "$script" ] || { echo "error: no scripts/train/$model.sh; available: $(ls "$HERE/scripts/train" 2>/dev/null | sed 's/\.sh$//' | tr '\n' ' ')" >&2; exit 2; }
     shift 2; exec bash "$script" "$@" ;;
   eval|infer|export|predict)
-    job="$1"; model="${2:?usage: run.sh $1 <Model> [flags]}"; shift 2
+    job="$1"; model_arg "$job" "${2:-}"; model="$2"; shift 2
     case "$job" in
-      eval) exec "$PYTHON" eval.py --model="$model" --data_dir="${DATA_DIR:-./data/ILSVRC2012/}" "$@" ;;
-      infer) exec "$PYTHON" infer.py --model="$model" "$@" ;;
-      export) exec "$PYTHON" infer.py --model="$model" --save_inference=True "$@" ;;
-      predict) exec "$PYTHON" predict.py --inference_model="${MODEL_SAVE_DIR:-./output}/$model" "$@" ;;
+      eval) exec "$PYTHON" "$HERE/eval.py" --model="$model" --data_dir="${DATA_DIR:-./data/ILSVRC2012/}" "$@" ;;
+      infer) exec "$PYTHON" "$HERE/infer.py" --model="$model" "$@" ;;
+      export) exec "$PYTHON" "$HERE/infer.py" --model="$model" --save_inference=True "$@" ;;
+      predict) exec "$PYTHON" "$HERE/predict.py" --inference_model="${MODEL_SAVE_DIR:-./output}/$model" "$@" ;;
     esac ;;
-  *) echo "usage: bash run.sh demo | test | train|eval|infer|export|predict <Model> [flags]" >&2; exit 2 ;;
+  *) echo "$USAGE" >&2; exit 2 ;;
 esac

@@ -2,6 +2,8 @@
 
 1. ResNet50 training step (batch 16, 224x224, Momentum): this suite's model vs paddle.vision's resnet50, same run.
 2. train.py on 1 process vs 2 processes (paddle.distributed.launch, global batch fixed), and the efficiency.
+3. EMA update time per step for ResNet50 (--ema_model): the per-tensor loop this suite used before (three tensor ops per
+   state_dict entry, rebuilt here as the baseline) vs utils/ema.py's ModelEMA.update (one fused update).
 """
 from __future__ import annotations
 
@@ -56,6 +58,58 @@ def compare_resnet50(batch: int, steps: int, rounds: int) -> None:
     print(f"  ratio ours / paddle.vision: {ratio:.2f}x (target >= 1.0x)")
 
 
+class PerTensorEMA:
+    """The baseline: the EMA update as it was before utils/ema.py fused it, one Python iteration and three
+    tensor ops (two scalings and a sum, written back with set_value) per floating state_dict entry."""
+
+    def __init__(self, model, decay: float):
+        import paddle
+
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if paddle.is_floating_point(v)}
+
+    def update(self, model) -> None:
+        import paddle
+
+        with paddle.no_grad():
+            for key, value in model.state_dict().items():
+                shadow = self.shadow.get(key)
+                if shadow is not None:
+                    shadow.set_value(shadow * self.decay + value.detach() * (1 - self.decay))
+
+
+def ema_update_seconds(ema, model, steps: int, warmup: int = 2) -> float:
+    """Seconds per update, the weights read back at the end so asynchronous devices are timed too."""
+    for _ in range(warmup):
+        ema.update(model)
+    start = time.perf_counter()
+    for _ in range(steps):
+        ema.update(model)
+    probe = ema.flat[:1] if hasattr(ema, "flat") else next(iter(ema.shadow.values())).reshape([-1])[:1]
+    float(probe)  # wait for the device
+    return (time.perf_counter() - start) / steps
+
+
+def compare_ema(steps: int, rounds: int, name: str = "ResNet50") -> None:
+    paddle = import_paddle_quietly()
+    import models
+    from utils.ema import ModelEMA
+
+    model = models.build_model(name)
+    tensors = len([v for v in model.state_dict().values() if paddle.is_floating_point(v)])
+    contenders = {"per-tensor loop (before)": PerTensorEMA(model, 0.9999),
+                  "ModelEMA.update (now)": ModelEMA(model, 0.9999)}
+    best = dict.fromkeys(contenders, float("inf"))
+    for _ in range(rounds):  # alternate, keep the best round of each
+        for label, ema in contenders.items():
+            best[label] = min(best[label], ema_update_seconds(ema, model, steps))
+    print(f"EMA update per step, {name} ({tensors} floating state_dict tensors, {paddle.device.get_device()}):")
+    for label, seconds in best.items():
+        print(f"  {label:<26}{seconds * 1000:8.2f} ms")
+    before, now = best["per-tensor loop (before)"], best["ModelEMA.update (now)"]
+    print(f"  ratio before / now: {before / now:.1f}x")
+
+
 def train_py_rate(processes: int, data_dir: str, steps: int, workdir: str) -> float:
     """images/s that train.py logs on its last step, with the same global batch."""
     flags = ["--model=ResNet18", f"--data_dir={data_dir}", "--image_shape", "3", "64", "64", "--batch_size=32",
@@ -94,15 +148,24 @@ def main(argv=None) -> int:
                         help="list-format data for the process comparison (default: the demo digits)")
     parser.add_argument("--imagenette", default=os.path.join(ROOT, "..", "shared", "data", "imagenette"),
                         help="JPEGs for the cv2 vs DALI-CPU reader comparison")
+    parser.add_argument("--ema_steps", type=int, default=20, help="EMA updates timed per round")
+    parser.add_argument("--ema_model", default="ResNet50", help="model whose weights the EMA comparison averages")
+    parser.add_argument("--only", choices=("resnet50", "processes", "ema", "reader"), default=None,
+                        help="run one part only")
     args = parser.parse_args(argv)
-    compare_resnet50(args.batch, args.steps, args.rounds)
-    if not os.path.isfile(os.path.join(args.data_dir, "train_list.txt")):
-        subprocess.run([sys.executable, "data/make_demo_data.py"], cwd=ROOT, check=True)
-    compare_processes(args.data_dir, steps=12)
-    if os.path.isfile(os.path.join(args.imagenette, "train_list.txt")):
+    parts = [args.only] if args.only else ["ema", "resnet50", "processes", "reader"]
+    if "ema" in parts:
+        compare_ema(args.ema_steps, args.rounds, args.ema_model)
+    if "resnet50" in parts:
+        compare_resnet50(args.batch, args.steps, args.rounds)
+    if "processes" in parts:
+        if not os.path.isfile(os.path.join(args.data_dir, "train_list.txt")):
+            subprocess.run([sys.executable, "data/make_demo_data.py"], cwd=ROOT, check=True)
+        compare_processes(args.data_dir, steps=12)
+    if "reader" in parts and os.path.isfile(os.path.join(args.imagenette, "train_list.txt")):
         from benchmarks.reader import compare_loaders
 
         compare_loaders(args.imagenette)
-    else:
+    elif "reader" in parts:
         print(f"reader comparison skipped: {args.imagenette} not found (pass --imagenette)")
     return 0

@@ -32,7 +32,8 @@ def list_lines(root: str, tree: str, classes: list[str]) -> list[str]:
     for label, name in enumerate(classes):
         class_dir = os.path.join(tree, name)
         if os.path.isdir(class_dir):
-            lines += [f"{os.path.relpath(p, root)} {label}" for p in images_under(class_dir)]
+            # '/' even on Windows: the lists are read on Linux training machines too
+            lines += [f"{os.path.relpath(p, root).replace(os.sep, '/')} {label}" for p in images_under(class_dir)]
     return lines
 
 

@@ -1,5 +1,6 @@
-"""The DALI reader (CPU-only pipeline here): same label stream as the cv2 reader, matching crop statistics,
-train.py --use_dali=True, and a clear error when DALI is missing."""
+"""The DALI reader (CPU-only pipeline here): same label stream and crops as the cv2 reader, one pipeline for
+every epoch, batches safe to keep, corrupt JPEGs skipped, all-bad batches in place, train.py --use_dali=True,
+and a clear error when DALI is missing."""
 import importlib.util
 import sys
 
@@ -7,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from reader import EpochBatchSampler, ImageListDataset, make_loader, parse_list_file
-from tests.conftest import run_script, subset_list
+from reader import EpochBatchSampler, ImageListDataset, Sample, make_loader, parse_list_file
+from tests.conftest import IMAGENETTE, run_script, subset_list
 from utils.args import UsageError
 from utils.transforms import PreprocessConfig
 
@@ -87,6 +88,108 @@ def test_train_py_with_use_dali_on_cpu(digits_dir, tmp_path):
                      f"--model_save_dir={tmp_path}", "--print_step=1")
     assert "[train] epoch 0 step 2/3" in out.stdout
     assert "samples 48 skipped 1" in out.stdout
+
+
+def imagenette_jpegs(count):
+    if not IMAGENETTE.is_dir():
+        pytest.skip(f"{IMAGENETTE} absent (the shared Imagenette data)")
+    lines = (IMAGENETTE / "val_list.txt").read_text().splitlines()[:count]
+    return [(IMAGENETTE / line.rsplit(maxsplit=1)[0], int(line.rsplit(maxsplit=1)[1])) for line in lines]
+
+
+def eval_loader(samples, batch_size, crop=32):
+    cfg = PreprocessConfig(crop_size=crop, resize_short=crop)
+    dataset = ImageListDataset(samples, cfg, training=False)
+    return make_loader(dataset, EpochBatchSampler(len(samples), batch_size, shuffle=False), workers=1, prefetch=2,
+                       use_dali=True)
+
+
+@needs_dali
+def test_dali_batches_stay_valid_after_later_batches_are_read():
+    """--same_feed keeps batches across runs; DALI reuses its output buffers at each run."""
+    samples = [Sample(str(path), label) for path, label in imagenette_jpegs(24)]
+    loader = eval_loader(samples, batch_size=3)
+    kept, copies = [], []
+    for images, labels, _indices, _bad in loader:
+        kept.append((images, labels))
+        copies.append((np.array(images), np.array(labels)))
+    assert len(kept) == 8
+    for (images, labels), (image_copy, label_copy) in zip(kept, copies):
+        assert np.array_equal(np.asarray(labels), label_copy)
+        assert np.array_equal(np.asarray(images), image_copy)
+
+
+@needs_dali
+def test_dali_skips_truncated_and_corrupt_jpegs_and_names_them(tmp_path):
+    jpegs = imagenette_jpegs(6)
+    data = jpegs[0][0].read_bytes()
+    truncated, corrupt = tmp_path / "truncated.jpg", tmp_path / "corrupt.jpg"
+    truncated.write_bytes(data[: len(data) // 2])  # header intact, scan data cut (an interrupted copy)
+    tables = bytearray(data)
+    at = tables.find(b"\xff\xc4")  # the first Huffman table (DHT): its 16 code-length counts follow the class byte
+    tables[at + 5 : at + 21] = b"\xff" * 16
+    corrupt.write_bytes(bytes(tables))  # every marker and the end marker intact; the decoder refuses the table
+    samples = [Sample(str(path), label) for path, label in jpegs]
+    samples[1:1] = [Sample(str(truncated), 0)]
+    samples[4:4] = [Sample(str(corrupt), 0)]
+    loader = eval_loader(samples, batch_size=4)
+    batches = list(loader)
+    assert len(batches) == 2
+    assert [np.asarray(b[2]).tolist() for b in batches] == [[0, 2, 3], [5, 6, 7]]
+    messages = [m for b in batches for m in b[3]]
+    assert len(messages) == 2
+    assert str(truncated) in messages[0] and "truncated" in messages[0]
+    assert str(corrupt) in messages[1] and "cannot decode its data" in messages[1]
+    assert all(np.asarray(b[0]).shape == (3, 3, 32, 32) for b in batches)
+
+
+@needs_dali
+def test_dali_yields_an_all_bad_batch_empty_at_its_position(tmp_path):
+    jpegs = imagenette_jpegs(4)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    samples = [Sample(str(path), label) for path, label in jpegs[:2]]
+    samples += [Sample(str(tmp_path / "missing.jpg"), 1), Sample(str(tmp_path / "empty.jpg"), 1)]
+    samples += [Sample(str(path), label) for path, label in jpegs[2:]]
+    loader = eval_loader(samples, batch_size=2)
+    batches = list(loader)
+    assert len(batches) == len(loader.sampler) == 3
+    images, labels, indices, bad = batches[1]
+    assert np.asarray(images).shape == (0, 3, 32, 32) and len(labels) == 0 and len(indices) == 0
+    assert len(bad) == 2 and "missing.jpg" in bad[0] and "empty.jpg" in bad[1]
+    assert [np.asarray(b[2]).tolist() for b in (batches[0], batches[2])] == [[0, 1], [4, 5]]
+    assert np.asarray(batches[2][1]).tolist() == [jpegs[2][1], jpegs[3][1]]
+
+
+@needs_dali
+def test_one_dali_pipeline_serves_every_epoch_with_the_cv2_readers_crops(tmp_path):
+    """Crops come from the (seed, epoch, sample) generator the cv2 reader uses, so one pipeline serves all
+    epochs, its batches are the cv2 reader's, and a resumed pass repeats the uninterrupted one."""
+    list_file = ramp_images(tmp_path / "ramp", count=24)
+    samples = parse_list_file(list_file, str(tmp_path)).samples
+    cfg = PreprocessConfig(crop_size=32, lower_scale=0.3)
+    dataset = ImageListDataset(samples, cfg, training=True, seed=7)
+    sampler = EpochBatchSampler(len(dataset), 8, shuffle=True, seed=7)
+    dali_loader = make_loader(dataset, sampler, workers=1, prefetch=2, use_dali=True)
+    per_epoch = {}
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        dataset.epoch = epoch
+        dali = [np.asarray(b[0]).copy() for b in dali_loader]
+        cv2_batches = [np.asarray(b[0]) for b in make_loader(dataset, sampler, workers=0, prefetch=2)]
+        assert len(dali) == len(cv2_batches) == 3
+        for ours, theirs in zip(dali, cv2_batches):
+            assert np.abs(ours - theirs).mean() < 0.05  # same box and flip; the resize filters differ slightly
+        per_epoch[epoch] = dali
+    assert dali_loader.builds == 1
+    assert np.abs(per_epoch[0][0] - per_epoch[1][0]).mean() > 0.1  # epochs differ
+    resumed_set = ImageListDataset(samples, cfg, training=True, seed=7)
+    resumed_set.epoch = 1
+    resumed_sampler = EpochBatchSampler(len(dataset), 8, shuffle=True, seed=7)
+    resumed_sampler.set_epoch(1, start_batch=1)
+    resumed = [np.asarray(b[0]) for b in make_loader(resumed_set, resumed_sampler, 1, 2, use_dali=True)]
+    assert len(resumed) == 2
+    for ours, uninterrupted in zip(resumed, per_epoch[1][1:]):
+        assert np.array_equal(ours, uninterrupted)
 
 
 def test_use_dali_without_dali_names_the_install_line(monkeypatch, tmp_path):

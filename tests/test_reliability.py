@@ -82,7 +82,7 @@ def test_checkpoint_of_another_model_is_refused(data, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--batch_size=0"], "smaller than the number of devices"),
+    (["--batch_size=0"], "--batch_size 0"),
     (["--pretrained_model=README.md"], "not Paddle weights"),
     (["--resume=latest"], "only 'auto'"),
     (["--interpolation=fancy"], "--interpolation 'fancy'"),

@@ -165,3 +165,34 @@ def test_nhwc_gives_the_same_outputs_and_trains(small_data, tmp_path):
     assert "step 1/4" in out.stdout
     refused = train(small_data, tmp_path, "--model=DenseNet121", "--data_format=NHWC", check=False)
     assert refused.returncode == 2 and "--data_format NHWC is supported for the" in refused.stderr
+
+
+def test_training_reads_device_values_only_on_logged_steps(digits_dir, tmp_path, monkeypatch):
+    """Each read of a tensor on the host waits for the device: the loop keeps loss and accuracy on the
+    device and reads them once per logged step (8 steps, --print_step 4: steps 0, 4 and the last)."""
+    import paddle
+
+    from train import build_parser
+    from utils.args import parse
+    from utils.trainer import Trainer
+
+    subset_list(digits_dir / "train_list.txt", tmp_path / "t.txt", 32)
+    args = parse(build_parser(), [
+        "--model=ResNet18", f"--data_dir={digits_dir}", f"--train_list={tmp_path / 't.txt'}", "--validate=False",
+        "--image_shape", "3", "32", "32", "--resize_short_size=32", "--batch_size=4", "--reader_thread=0",
+        "--random_seed=1", "--num_epochs=1", "--print_step=4", "--use_ema=True", f"--model_save_dir={tmp_path}"])
+    trainer = Trainer(args)
+    reads = []
+    for name in ("numpy", "item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(paddle.Tensor, name)
+
+        def counting(self, *a, _original=original, _name=name, **k):
+            reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(paddle.Tensor, name, counting)
+    trainer._train_epoch(0, 0, writer=None)
+    monkeypatch.undo()
+    trainer.close()
+    assert trainer.global_step == 8
+    assert len(reads) == 3, reads

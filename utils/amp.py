@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import paddle
 
-from utils.args import UsageError
+from utils.errors import UsageError
 
 AMP_DTYPES = ("float16", "bfloat16")
 
@@ -43,6 +44,8 @@ class AmpSettings:
     def make_scaler(self) -> paddle.amp.GradScaler:
         # bf16 has fp32's range: no loss scaling needed.
         use_scaling = self.active and self.dtype == "float16"
+        if use_scaling:
+            _check_scaler_can_report_overflow()
         return paddle.amp.GradScaler(enable=use_scaling, init_loss_scaling=self.init_scale,
                                      use_dynamic_loss_scaling=self.dynamic)
 
@@ -58,11 +61,47 @@ class AmpSettings:
 
 
 def scaler_state(scaler: paddle.amp.GradScaler) -> dict:
-    """A JSON-serialisable scaler state (the loss scale and the dynamic-scaling counters)."""
-    state = scaler.state_dict()
-    return {k: (float(v.numpy()) if hasattr(v, "numpy") else v) for k, v in state.items()}
+    """A JSON-serialisable scaler state: the loss scale as a float, the dynamic-scaling counters.
+
+    ``AmpScaler.state_dict()`` (paddle/amp/grad_scaler.py) returns ``scale`` as a one-element numpy array
+    and the rest as Python numbers; an empty dict when scaling is off.
+    """
+    state = {}
+    for key, value in scaler.state_dict().items():
+        if hasattr(value, "numpy"):  # a Tensor, in case a Paddle version returns one
+            value = value.numpy()
+        if isinstance(value, (np.ndarray, np.generic)):
+            value = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+        state[key] = value
+    return state
 
 
-def restore_scaler(scaler: paddle.amp.GradScaler, state: dict | None) -> None:
-    if state:
-        scaler.load_state_dict(state)
+def restore_scaler(scaler: paddle.amp.GradScaler, state: dict | None) -> str | None:
+    """Load a state written by :func:`scaler_state`; returns a note when the saved state cannot apply."""
+    if not state:
+        return None
+    if not scaler.is_enable():
+        return ("note: the checkpoint holds a loss-scaler state, but loss scaling is off in this run "
+                "(fp32, bf16 or no GPU); it is not used")
+    state = dict(state)
+    scale = state["scale"]
+    if isinstance(scale, str):  # written as "[32768.]" by earlier versions of this suite
+        scale = scale.strip("[] ")
+    # AmpScaler.load_state_dict reads state["scale"][0]
+    state["scale"] = np.asarray([float(scale)], dtype=np.float32)
+    scaler.load_state_dict(state)
+    return None
+
+
+def _check_scaler_can_report_overflow() -> None:
+    """Paddle 3.3's ``AmpScaler._update`` prints ``float(self._scale)`` of a 1-element tensor at every
+    overflow; with NumPy >= 2.4 that conversion raises TypeError, so fp16 training would crash at its first
+    overflow (usually within the first steps). Refuse up front instead."""
+    try:
+        float(paddle.to_tensor([1.0]))
+    except TypeError:
+        import numpy
+
+        raise UsageError(f"--use_amp/--use_pure_fp16 with float16: NumPy {numpy.__version__} breaks Paddle "
+                         f"{paddle.__version__}'s loss scaler (float() of a 1-element tensor in "
+                         "GradScaler._update); install numpy<2.4 (requirements.txt pins it)") from None

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from utils.errors import UsageError  # noqa: F401  (re-exported: scripts import it from here)
+
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay", "cosine_decay_warmup", "exponential_decay_warmup",
                  "linear_decay")
 
 
-class UsageError(ValueError):
-    """A bad flag or input file; scripts print it as one line and exit with code 2."""
 
 
 TRUE_WORDS = ("true", "1", "yes", "y", "t")
@@ -78,9 +78,11 @@ def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image_mean", nargs=3, type=float, default=None, help="RGB mean on 0-1 scale")
     group.add_argument("--image_std", nargs=3, type=float, default=None, help="RGB std on 0-1 scale")
     group.add_argument("--reader_thread", type=int, default=8, help="decode/augment worker processes")
-    group.add_argument("--reader_buf_size", type=int, default=8, help="batches prefetched per worker")
+    group.add_argument("--reader_buf_size", type=int, default=2, help="batches prefetched per worker")
     group.add_argument("--use_dali", type=str2bool, default=False,
                        help="NVIDIA DALI reader (GPU decode; a CPU pipeline without a GPU)")
+    group.add_argument("--max_bad_image_fraction", type=float, default=0.5,
+                       help="stop when more than this fraction of an epoch's images are unreadable")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +131,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                        help="'auto': resume from the newest complete checkpoint of this model, if any")
     group.add_argument("--finetune_exclude_pretrained_params", type=str, default=None,
                        help="comma-separated parameter name prefixes not to load from --pretrained_model")
+    group.add_argument("--allow_partial_pretrained", type=str2bool, default=False,
+                       help="load --pretrained_model even when tensors outside the classifier are missing "
+                            "or differ in shape")
+    group.add_argument("--overwrite_checkpoints", type=str2bool, default=False,
+                       help="start a new run in a --model_save_dir/<model> that holds another run's checkpoints")
     group.add_argument("--vdl_log_dir", type=str, default=None, help="write VisualDL scalars here")
 
     group = parser.add_argument_group("reproducibility and profiling")
@@ -167,7 +174,53 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
         args.use_amp = True
     if getattr(args, "lr_strategy", None) is not None and args.lr_strategy not in LR_STRATEGIES:
         parser.error(f"--lr_strategy {args.lr_strategy!r} is unknown; choose one of: {', '.join(LR_STRATEGIES)}")
+    validate_args(args)
     return args
+
+
+# flag -> (smallest valid value, how to say the range); only the flags a script has are checked
+_AT_LEAST = {
+    "batch_size": (1, ">= 1"), "test_batch_size": (1, ">= 1"), "num_epochs": (1, ">= 1"),
+    "save_step": (1, ">= 1 (epochs between checkpoints)"), "print_step": (1, ">= 1 (steps between log lines)"),
+    "reader_thread": (0, ">= 0 (0: decode in the main process)"), "reader_buf_size": (1, ">= 1"),
+    "cpu_threads": (1, ">= 1"), "lr": (0, ">= 0"),
+}
+
+
+def flag_problems(args: argparse.Namespace) -> list[str]:
+    """One message per flag whose value is outside its valid range (flags the script lacks are skipped)."""
+    given = vars(args)
+    problems = [f"--{name} {given[name]}: must be {rule}" for name, (low, rule) in _AT_LEAST.items()
+                if given.get(name) is not None and given[name] < low]
+    fraction = given.get("max_bad_image_fraction")
+    if fraction is not None and not 0 <= fraction <= 1:
+        problems.append(f"--max_bad_image_fraction {fraction}: must be in [0, 1]")
+    epsilon = given.get("label_smoothing_epsilon")
+    if epsilon is not None and not 0 <= epsilon < 1:
+        problems.append(f"--label_smoothing_epsilon {epsilon}: must be in [0, 1)")
+    if given.get("use_mixup") and given.get("mixup_alpha") is not None and given["mixup_alpha"] <= 0:
+        problems.append(f"--mixup_alpha {given['mixup_alpha']}: must be > 0 with --use_mixup=True")
+    for name in ("image_mean", "image_std"):
+        values = given.get(name)
+        if values and max(values) > 1:
+            problems.append(f"--{name} {' '.join(map(str, values))}: takes the 0-1 scale (e.g. 0.485 0.456 0.406"
+                            " for the mean, 0.229 0.224 0.225 for the std); divide 0-255 values by 255")
+        elif values and name == "image_std" and min(values) <= 0:
+            problems.append(f"--image_std {' '.join(map(str, values))}: every value must be > 0")
+    if given.get("checkpoint") and given.get("pretrained_model"):
+        problems.append("--checkpoint and --pretrained_model: give one; --checkpoint resumes a run with its own "
+                        "weights, --pretrained_model starts a new run from weights")
+    if given.get("checkpoint") and given.get("resume"):
+        problems.append(f"--checkpoint and --resume {given['resume']}: give one; --checkpoint names the "
+                        "checkpoint to resume, --resume auto picks the newest")
+    return problems
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse out-of-range flag values before any work; every bad flag gets its own line."""
+    problems = flag_problems(args)
+    if problems:
+        raise UsageError("\nerror: ".join(problems))
 
 
 def print_arguments(args: argparse.Namespace, out=sys.stdout) -> None:

@@ -12,11 +12,14 @@ import os
 import pickle
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import paddle
 
-from utils.args import UsageError
+from utils.errors import UsageError
+from utils.state import assign_state
 
 WEIGHTS = "model.pdparams"
 OPTIMIZER = "model.pdopt"
@@ -40,10 +43,12 @@ def resolve_weights_path(path: str, flag: str = "--pretrained_model") -> str:
 
 
 # What a .pdparams/.pdopt pickle may reference: numpy arrays and plain containers, nothing that runs code.
+# paddle.save (paddle/framework/io.py, reduce_varbase) pickles a named tensor as builtins.tuple((name, array)):
+# optimizer accumulators and the O2 master weights arrive that way.
 _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("builtins", "tuple"),
 }
 
 
@@ -76,7 +81,63 @@ def load_state_file(path: str, flag: str = "--pretrained_model") -> dict:
     if not isinstance(state, dict) or not state:
         raise UsageError(f"{flag} {path}: not a Paddle state_dict (got {type(state).__name__})")
     # paddle.save adds a bookkeeping entry ("StructuredToParameterName@@") that is not a tensor
-    return {k: v for k, v in state.items() if not str(k).endswith("@@")}
+    return {k: _array_of(v) for k, v in state.items() if not str(k).endswith("@@")}
+
+
+def _is_named_array(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) \
+        and isinstance(value[1], np.ndarray)
+
+
+def _array_of(value):
+    """A named tensor as paddle.save writes it, ``(name, array)``, becomes the array."""
+    return value[1] if _is_named_array(value) else value
+
+
+PARAMETER_NAMES = "StructuredToParameterName@@"  # paddle.save's map: state_dict key -> parameter name
+
+
+def parameter_renames(saved_names: dict | None, model) -> dict[str, str]:
+    """Saved parameter name -> this process's name for the same state_dict key.
+
+    Paddle keys optimizer state by generated parameter names (``conv2d_3.w_0``), which depend on how many
+    layers the process built before the model; the state_dict keys do not.
+    """
+    if not isinstance(saved_names, dict):
+        return {}
+    current = {key: param.name for key, param in model.named_parameters()}
+    return {old: current[key] for key, old in saved_names.items() if key in current and current[key] != old}
+
+
+def _renamed(name: str, renames: dict[str, str]) -> str:
+    """``name`` is a parameter name or an accumulator name built from one (``<param>_velocity_0``)."""
+    if name in renames:
+        return renames[name]
+    best = max((old for old in renames if name.startswith(old + "_")), key=len, default=None)
+    return renames[best] + name[len(best):] if best else name
+
+
+def optimizer_state_for_resume(state: dict, renames: dict[str, str] | None = None) -> dict:
+    """Prepare a safely loaded .pdopt for ``optimizer.set_state_dict``.
+
+    Under O2 ``Optimizer.set_state_dict`` keeps ``state["master_weights"]`` as the fp32 master tensors
+    themselves (``Optimizer._create_master_weight`` uses them as they are), and names the accumulators of
+    each master weight after the master tensor's name: so they must be float32 Tensors carrying their saved
+    names, or the momentum of every float16 parameter would silently restart from zero.
+    """
+    renames = renames or {}
+    state = {(k if k in ("master_weights", "LR_Scheduler") else _renamed(k, renames)): v for k, v in state.items()}
+    masters = state.get("master_weights")
+    if isinstance(masters, dict):
+        restored = {}
+        for param_name, value in masters.items():
+            name, array = value if _is_named_array(value) else (None, np.asarray(value))
+            tensor = paddle.to_tensor(np.asarray(array, dtype=np.float32))
+            if name:
+                tensor.name = _renamed(name, renames)
+            restored[_renamed(param_name, renames)] = tensor
+        state["master_weights"] = restored
+    return state
 
 
 def class_dim_of_weights(path: str, classifier: tuple[str, ...], flag: str = "--pretrained_model") -> int | None:
@@ -137,11 +198,25 @@ def load_pretrained(model: paddle.nn.Layer, path: str, exclude: list[str] | None
             f"{flag} {file_path}: none of its {len(state)} tensors fit model {model_name or type(model).__name__}"
             " (weights of a different model?)"
         )
-    model.set_state_dict(to_load)
+    assign_state_quietly(model, to_load)
     return report
 
 
+def assign_state_quietly(model, state: dict) -> None:
+    """Write ``state`` into the model (cast to each tensor's dtype) without Paddle's per-key warnings: the
+    caller reports what was and was not loaded in one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assign_state(model, {k: v for k, v in state.items()})
+
+
 # ---------------------------------------------------------------- writing checkpoints
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: str) -> None:
@@ -186,6 +261,7 @@ def save_checkpoint(directory: str, *, epoch: int, model, optimizer=None, ema=No
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
     try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700; a checkpoint follows the umask
         _save_fsync(model.state_dict(), os.path.join(staging, WEIGHTS))
         if optimizer is not None:
             _save_fsync(optimizer.state_dict(), os.path.join(staging, OPTIMIZER))
@@ -260,15 +336,88 @@ def load_checkpoint(directory: str, model, optimizer=None, ema=None, model_name:
     if model_name and saved_model and saved_model != model_name:
         raise UsageError(f"--checkpoint {directory}: saved from --model={saved_model}, not {model_name}")
     weights = load_state_file(os.path.join(directory, WEIGHTS), "--checkpoint")
+    renames = parameter_renames(safe_load(os.path.join(directory, WEIGHTS)).get(PARAMETER_NAMES), model)
     own = model.state_dict()
     wrong = [k for k in own if k not in weights or list(weights[k].shape) != list(own[k].shape)]
     if wrong:
         raise UsageError(f"--checkpoint {directory}: weights do not fit this model ({len(wrong)} tensors differ, "
                          f"e.g. {wrong[0]}); was it saved with another --model or --class_dim?")
-    model.set_state_dict(weights)
+    assign_state_quietly(model, weights)
     if optimizer is not None and os.path.isfile(os.path.join(directory, OPTIMIZER)):
-        optimizer.set_state_dict(load_state_file(os.path.join(directory, OPTIMIZER), "--checkpoint"))
+        state = load_state_file(os.path.join(directory, OPTIMIZER), "--checkpoint")
+        optimizer.set_state_dict(optimizer_state_for_resume(state, renames))
     if ema is not None and os.path.isfile(os.path.join(directory, EMA_WEIGHTS)):
         ema.set_state_dict({"updates": meta.get("ema_updates", 0),
                             "weights": load_state_file(os.path.join(directory, EMA_WEIGHTS), "--checkpoint")})
     return meta
+
+
+# ---------------------------------------------------------------- the run directory
+
+
+def probe_writable(directory: str, flag: str) -> None:
+    """Create ``directory`` and write a probe file in it, or stop with one line naming the flag."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{flag} {directory}: cannot write there ({err.strerror or err}); "
+                         "choose a writable directory") from None
+
+
+class RunLock:
+    """``<model_dir>/.lock``: one training run at a time writes checkpoints into a model directory.
+
+    The lock is an flock on the open file, which the kernel drops when the process dies, so a crashed or
+    killed run never blocks the next one; the file's text only names the holder for the error message.
+    """
+
+    def __init__(self, model_dir: str):
+        self.path = os.path.join(model_dir, ".lock")
+        self.handle = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import socket
+
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UsageError(f"{os.path.dirname(self.path)} is in use by another training run ({holder}); "
+                             "wait for it to finish, or give this run another --model_save_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            try:
+                os.unlink(self.path)  # while still held: no other run can be between its open and its flock
+            except OSError:
+                pass
+            self.handle.close()  # closing drops the flock
+            self.handle = None
+
+
+def set_aside_checkpoints(model_dir: str) -> str | None:
+    """Move every checkpoint in ``model_dir`` into a hidden ``.replaced-<time>`` folder (never deleted:
+    a new run that starts over must not destroy the old one's work). Returns that folder, or None."""
+    import time
+
+    names = [n for n in os.listdir(model_dir) if not n.startswith(".")
+             and os.path.isdir(os.path.join(model_dir, n)) and read_meta(os.path.join(model_dir, n))]
+    if not names:
+        return None
+    target = os.path.join(model_dir, f".replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(target, exist_ok=True)
+    for name in names:
+        os.replace(os.path.join(model_dir, name), os.path.join(target, name))
+    return target

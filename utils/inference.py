@@ -35,7 +35,10 @@ EXPORT_PREFIX = "inference"
 DEPLOY_JSON = "preprocess.json"
 LABELS_FILE = "labels.txt"
 ONNX_FILE = "inference.onnx"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jp2")
+# a file with one of these names is an image to classify (an unreadable one becomes an error record); any
+# other file is taken when OpenCV recognises its content, and reported as skipped when it does not
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif", ".ppm",
+                    ".pgm", ".pbm", ".pnm", ".pam", ".jp2", ".ras", ".sr", ".hdr", ".pic", ".avif", ".exr")
 SCORE_TOLERANCE = 1e-4  # engines that agree give softmax scores this close
 
 Engine = Callable[[np.ndarray], np.ndarray]
@@ -55,22 +58,35 @@ class ImageItem:
     label: int | None = None
 
 
-def _walk_images(folder: str) -> list[ImageItem]:
-    found = []
+def _is_image_file(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS) or cv2.haveImageReader(path)
+
+
+def _walk_images(folder: str) -> tuple[list[ImageItem], list[str]]:
+    """Every image file under ``folder`` (sorted walk), and the files left out as not images."""
+    found, skipped = [], []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        found.extend(os.path.join(root, name) for name in sorted(files)
-                     if name.lower().endswith(IMAGE_EXTENSIONS))
-    return [ImageItem(path) for path in found]
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            (found if _is_image_file(path) else skipped).append(path)
+    return [ImageItem(path) for path in found], skipped
+
+
+def _skipped_note(folder: str, skipped: list[str]) -> str:
+    kinds = sorted({os.path.splitext(p)[1].lower() or "(no extension)" for p in skipped})
+    return (f"--data_dir {folder}: skipped {len(skipped)} files that are not images OpenCV can decode "
+            f"({', '.join(kinds[:8])}{' ...' if len(kinds) > 8 else ''}), e.g. {skipped[0]}")
 
 
 def read_image_list(list_path: str, flag: str = "--data_dir") -> list[ImageItem]:
     """``path [label]`` lines; relative paths are relative to the list file's folder."""
+    from reader import read_text_lines
+
     base = os.path.dirname(os.path.abspath(list_path))
     items = []
     try:
-        with open(list_path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
+        lines = read_text_lines(list_path)
     except OSError as err:
         raise UsageError(f"{flag} {list_path}: cannot read ({err.strerror or err})") from None
     for number, raw in enumerate(lines, start=1):
@@ -100,9 +116,12 @@ def collect_images(image_path: str | None, data_dir: str | None) -> list[ImageIt
             raise UsageError(f"--image_path {image_path}: no such file")
         return [ImageItem(image_path)]
     if os.path.isdir(data_dir):
-        items = _walk_images(data_dir)
+        items, skipped = _walk_images(data_dir)
         if not items:
-            raise UsageError(f"--data_dir {data_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+            raise UsageError(f"--data_dir {data_dir}: no images in the folder"
+                             + (f" ({_skipped_note(data_dir, skipped)})" if skipped else ""))
+        if skipped:
+            log(_skipped_note(data_dir, skipped))
         return items
     if os.path.isfile(data_dir):
         return read_image_list(data_dir)
@@ -114,9 +133,10 @@ def collect_images(image_path: str | None, data_dir: str | None) -> list[ImageIt
 
 def read_class_map(path: str, class_dim: int, flag: str = "--class_map_path") -> list[str]:
     """Class names from ``index name`` lines or one name per line (line i names class i)."""
+    from reader import read_text_lines
+
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = [line.strip() for line in handle.read().splitlines()]
+        lines = [line.strip() for line in read_text_lines(path)]
     except OSError as err:
         raise UsageError(f"{flag} {path}: cannot read ({err.strerror or err})") from None
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line]
@@ -166,9 +186,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def topk_records(paths: list[str], logits: np.ndarray, topk: int, names: list[str] | None) -> list[dict]:
     """One ``{"path", "class_ids", "scores", "label_names"}`` per image, best class first."""
-    probs = softmax(logits)
+    finite = np.isfinite(np.asarray(logits, np.float64)).all(axis=1)
+    probs = softmax(np.where(finite[:, None], logits, 0.0))
     records = []
-    for path, row in zip(paths, probs):
+    for path, row, ok in zip(paths, probs, finite):
+        if not ok:
+            records.append({"path": path, "error": "the model's output is not finite (NaN/Inf) for this image: "
+                                                   "an input size below the model's minimum, or broken weights"})
+            continue
         ids = np.argsort(-row, kind="stable")[:topk]
         records.append({
             "path": path,
@@ -191,7 +216,7 @@ def records_json(records: list[dict]) -> str:
     """A JSON list with one image per line (valid JSON, and still readable with a thousand images)."""
     if not records:
         return "[]"
-    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]"
+    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False, allow_nan=False) for r in records) + "\n]"
 
 
 def write_json(path: str, records: list[dict]) -> None:
@@ -250,6 +275,7 @@ def classify(batches: Iterable[Batch], engine: Engine, topk: int, names: list[st
     for batch in batches:
         good = batch.good
         logits = engine(batch.images) if good else np.zeros((0, 1), np.float32)
+        fallback = engine_fallback(engine)
         if accuracy is not None and good:
             labelled = [n for n, item in enumerate(good) if item.label is not None]
             if labelled:
@@ -257,18 +283,39 @@ def classify(batches: Iterable[Batch], engine: Engine, topk: int, names: list[st
         done = iter(topk_records([i.path for i in good], logits, topk, names))
         for item, error in batch.entries:
             record = {"path": item.path, "error": error} if error is not None else next(done)
+            if fallback and "error" not in record:
+                record["engine_fallback"] = fallback
             records.append(record)
             if on_record:
                 on_record(record)
     return records
 
 
-def summarize(records: list[dict]) -> int:
-    """Exit code: 0 when at least one image was classified, 1 when every image failed."""
-    failed = sum("error" in r for r in records)
-    if failed:
-        log(f"{failed} of {len(records)} images could not be read (see their 'error' entries)")
-    return 1 if failed == len(records) else 0
+def summarize(records: list[dict], source: str | None = None, max_bad_fraction: float | None = None) -> int:
+    """Exit code: 1 when every image failed (or more than ``max_bad_fraction`` of them), with the likely
+    cause; else 0. ``source``: the folder or list file the images came from."""
+    failed = [r["path"] for r in records if "error" in r]
+    if not failed:
+        return 0
+    log(f"{len(failed)} of {len(records)} images could not be read (see their 'error' entries)")
+    if len(failed) == len(records):
+        log(f"error: no image could be classified: {_unreadable_cause(failed, source)}")
+        return 1
+    if max_bad_fraction is not None and len(failed) > max_bad_fraction * len(records):
+        log(f"error: {len(failed)} of {len(records)} images could not be classified, more than "
+            f"--max_bad_image_fraction {max_bad_fraction}: {_unreadable_cause(failed, source)}")
+        return 1
+    return 0
+
+
+def _unreadable_cause(paths: list[str], source: str | None) -> str:
+    from reader import Sample, likely_cause
+
+    if source and os.path.isfile(source):  # a list file: its relative paths start at its folder
+        root, list_path, root_name = os.path.dirname(os.path.abspath(source)), source, "the list's folder"
+    else:
+        root, list_path, root_name = source or os.path.dirname(paths[0]), None, "--data_dir"
+    return likely_cause([Sample(p, 0) for p in paths], root, list_path, root_name)
 
 
 # ---------------------------------------------------------------- engines
@@ -284,8 +331,9 @@ def as_numpy(batch) -> np.ndarray:
 class DygraphEngine:
     name = "dygraph"
 
-    def __init__(self, model):
+    def __init__(self, model, fallback: str | None = None):
         self.model = model
+        self.fallback = fallback  # why the faster engine was not used, when it was the default
         model.eval()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -333,6 +381,10 @@ def _enable_onednn(config) -> None:
         config.set_mkldnn_cache_capacity(16)
 
 
+class InferenceLoadError(UsageError):
+    """Paddle Inference could not load an exported model."""
+
+
 class PaddleInferenceEngine:
     """An exported model run by paddle.inference (Config + create_predictor)."""
 
@@ -350,7 +402,7 @@ class PaddleInferenceEngine:
                 raise UsageError("--use_gpu=True, but this Paddle build has no CUDA; install paddlepaddle-gpu")
             config.enable_use_gpu(options.gpu_mem, options.gpu_id)
             if options.use_tensorrt:
-                self._enable_tensorrt(config, paddle_infer, options)
+                self._enable_tensorrt(config, paddle_infer, options, program, directory)
         else:
             if options.use_tensorrt:
                 raise UsageError("--use_tensorrt=True needs --use_gpu=True and a Paddle GPU build with TensorRT")
@@ -360,19 +412,44 @@ class PaddleInferenceEngine:
                 _enable_onednn(config)
         config.switch_ir_optim(True)
         config.disable_glog_info()
-        self.predictor = paddle_infer.create_predictor(config)
+        try:
+            self.predictor = paddle_infer.create_predictor(config)
+        except Exception as err:  # a truncated or foreign file fails deep inside Paddle's C++ loader
+            first_line = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise InferenceLoadError(f"{flag} {directory}: Paddle Inference cannot load {os.path.basename(params)} "
+                             f"({first_line.strip()[:200]}); the export is damaged or incomplete: export it "
+                             "again with infer.py --save_inference=True") from None
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output_name = self.predictor.get_output_names()[0]
         self.options = options
 
     @staticmethod
-    def _enable_tensorrt(config, paddle_infer, options: DeviceOptions) -> None:
+    def _enable_tensorrt(config, paddle_infer, options: DeviceOptions, program: str, directory: str) -> None:
         version = paddle_infer.get_trt_compile_version()
         if not any(version):
             raise UsageError("--use_tensorrt=True, but this Paddle build was compiled without TensorRT")
+        if program.endswith(".json"):
+            # a Paddle 3 (PIR) program has a dynamic batch: TensorRT needs each input's shape range first,
+            # as paddle.incubate.jit.inference_decorator does for .json programs before enable_tensorrt_engine
+            PaddleInferenceEngine.set_tensorrt_shapes(config, directory, options.max_batch_size)
         config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=options.max_batch_size,
                                       min_subgraph_size=3, precision_mode=paddle_infer.PrecisionType.Float32,
                                       use_static=False, use_calib_mode=False)
+
+    @staticmethod
+    def set_tensorrt_shapes(config, directory: str, max_batch: int) -> tuple[dict, dict, dict]:
+        """TensorRT's (min, max, opt) input shapes for an export: batch 1 to ``max_batch`` at its input size."""
+        meta_path = os.path.join(directory, DEPLOY_JSON)
+        try:
+            with open(meta_path, encoding="utf-8") as handle:
+                meta = json.load(handle)
+            name, shape = str(meta["input_name"]), [int(v) for v in meta["input_shape"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"{meta_path}: no input name and shape for TensorRT ({type(err).__name__}: {err}); "
+                             "re-export with infer.py --save_inference=True") from None
+        ranges = ({name: [1, *shape]}, {name: [max(1, max_batch), *shape]}, {name: [max(1, max_batch), *shape]})
+        config.set_trt_dynamic_shape_info(*ranges)
+        return ranges
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = as_numpy(batch)
@@ -436,32 +513,83 @@ def same_topk(a: np.ndarray, b: np.ndarray, topk: int, tolerance: float = SCORE_
     return bool(((ids_a == ids_b) | ties).all() and diff <= tolerance), diff
 
 
+def engine_fallback(engine) -> str | None:
+    """Why ``engine`` runs dygraph instead of the faster engine it was asked to try (None: no fallback)."""
+    return getattr(engine, "fallback", None)
+
+
+def _spot_checked(batch_number: int) -> bool:
+    """Batches 1, 2, 4, 8, ...: a log2 share of a long run is compared with the reference."""
+    return batch_number & (batch_number - 1) == 0
+
+
 class VerifiedEngine:
-    """Use ``fast`` when its first batch gives the same top-k as ``reference``; otherwise say so and fall back."""
+    """Use ``fast`` while it agrees with ``reference``: on the first batch the scores (within
+    SCORE_TOLERANCE) and the top-k, on batches 2, 4, 8, ... the top-k. A disagreement is said on stderr,
+    recorded in ``fallback`` and the rest of the run uses the reference."""
 
     def __init__(self, fast: Engine, reference: Engine, topk: int = 5):
         self.fast, self.reference, self.topk = fast, reference, topk
-        self.chosen: Engine | None = None
+        self.batches = 0
+        self.fallback: str | None = None
+        self.fell_back_at = 0  # the batch that disagreed
 
     @property
     def name(self) -> str:
-        return getattr(self.chosen or self.fast, "name", "?")
+        fast, reference = getattr(self.fast, "name", "fast"), getattr(self.reference, "name", "reference")
+        if self.fallback is None:
+            return fast
+        return reference if self.fell_back_at == 1 else f"{fast} then {reference}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if self.chosen is not None:
-            return self.chosen(batch)
-        fast_out = self.fast(batch)
-        reference_out = self.reference(batch)
-        agree, diff = same_topk(fast_out, reference_out, self.topk)
-        if agree:
-            self.chosen = self.fast
-            log(f"engine: {getattr(self.fast, 'name', 'fast')} (first batch matches dygraph: same top-{self.topk}, "
-                f"max score difference {diff:.1e})")
+        self.batches += 1
+        if self.fallback is not None:
+            return self.reference(batch)
+        try:
+            fast_out = self.fast(batch)
+        except Exception as err:  # e.g. a converted program Paddle Inference cannot run on this input
+            return self._fall_back(f"Paddle Inference failed on batch {self.batches} ({short_error(err)}); "
+                                   "dygraph used from that batch on", batch)
+        if not _spot_checked(self.batches):
             return fast_out
-        self.chosen = self.reference
-        log(f"warning: Paddle Inference gave a different top-{self.topk} than dygraph on the first batch "
-            f"(max score difference {diff:.1e}); using --engine dygraph for this run")
+        reference_out = self.reference(batch)
+        same, diff = same_topk(fast_out, reference_out, self.topk)
+        if self.batches > 1:  # later batches: the top-k must match; scores may drift a little more
+            same = same or _same_topk_ids(fast_out, reference_out, self.topk)
+        if same:
+            if self.batches == 1:
+                log(f"engine: {getattr(self.fast, 'name', 'fast')} (first batch matches dygraph: same "
+                    f"top-{self.topk}, max score difference {diff:.1e}; top-{self.topk} rechecked on batches "
+                    "2, 4, 8, ...)")
+            return fast_out
+        self.fell_back_at = self.batches
+        self.fallback = (f"Paddle Inference disagreed with dygraph on batch {self.batches} (top-{self.topk} or "
+                         f"scores, max score difference {diff:.1e}); dygraph used from that batch on")
+        log(f"warning: {self.fallback}")
         return reference_out
+
+    def _fall_back(self, reason: str, batch: np.ndarray) -> np.ndarray:
+        self.fell_back_at, self.fallback = self.batches, reason
+        log(f"warning: {reason}")
+        return self.reference(batch)
+
+
+def short_error(err: Exception) -> str:
+    """One line for a (often multi-line, C++-wrapped) Paddle exception: its first line naming an error."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = next((line for line in lines if "Error" in line.split(":")[0]), lines[0] if lines else "")
+    return f"{type(err).__name__}: {named[:200]}" if named else type(err).__name__
+
+
+def _same_topk_ids(a: np.ndarray, b: np.ndarray, topk: int) -> bool:
+    if a.shape != b.shape:
+        return False
+    pa, pb = softmax(a), softmax(b)
+    k = min(topk, pa.shape[1])
+    ids_a = np.argsort(-pa, axis=1, kind="stable")[:, :k]
+    ids_b = np.argsort(-pb, axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(pb))[:, None]
+    return bool(((ids_a == ids_b) | (np.abs(pb[rows, ids_a] - pb[rows, ids_b]) <= SCORE_TOLERANCE)).all())
 
 
 # ---------------------------------------------------------------- exported models
@@ -528,17 +656,44 @@ def engine_for_model(engine: str | None, device: str, model, cfg: PreprocessConf
 
             export_dir = convert_in_memory(model, cfg)
         fast = PaddleInferenceEngine(export_dir, options, flag="--engine inference")
+    except InferenceLoadError as err:
+        if engine == "inference":
+            raise
+        return _dygraph_fallback(model, str(err))
     except UsageError:
         raise
     except Exception as err:  # a network jit.save or Paddle Inference cannot handle
+        first_line = next((line for line in str(err).splitlines() if line.strip()), "")[:200]
         if engine == "inference":
             raise UsageError(f"--engine inference: could not convert the model ({type(err).__name__}: "
-                             f"{str(err)[:300]}); use --engine dygraph") from None
-        log(f"warning: Paddle Inference could not load this model ({type(err).__name__}); using dygraph")
-        return dygraph
+                             f"{first_line}); use --engine dygraph") from None
+        return _dygraph_fallback(model, f"Paddle Inference could not convert this model ({type(err).__name__}: "
+                                        f"{first_line})")
     if engine == "inference":
         return fast
     return VerifiedEngine(fast, dygraph, topk=max(5, topk))
+
+
+class NonFiniteOutput(UsageError):
+    """The model produced NaN/Inf scores: an accuracy over them would be meaningless."""
+
+
+def require_finite(engine: Engine) -> Engine:
+    """``engine`` whose every batch must give finite logits (evaluation: a NaN score is not a prediction)."""
+    def checked(batch):
+        logits = np.asarray(engine(batch))
+        bad_rows = int((~np.isfinite(logits).all(axis=1)).sum()) if logits.size else 0
+        if bad_rows:
+            raise NonFiniteOutput(f"the model's output is not finite (NaN/Inf) for {bad_rows} of {len(logits)} "
+                                  "images of a batch: an input size below the model's minimum, or broken weights")
+        return logits
+
+    return checked
+
+
+def _dygraph_fallback(model, reason: str) -> DygraphEngine:
+    log(f"warning: {reason}; using --engine dygraph")
+    return DygraphEngine(model, fallback=reason)
 
 
 # ---------------------------------------------------------------- scripts' shared steps
@@ -556,13 +711,14 @@ def load_model(args, fallback_class_dim: int = IMAGENET_CLASSES):
     return model, class_dim
 
 
-def emit_results(records: list[dict], save_json_path: str | None) -> int:
-    """Print the JSON list on stdout, write it to ``save_json_path``; the exit code (1 if every image failed)."""
+def emit_results(records: list[dict], save_json_path: str | None, source: str | None = None,
+                 max_bad_fraction: float | None = None) -> int:
+    """Print the JSON list on stdout, write it to ``save_json_path``; the exit code (see :func:`summarize`)."""
     print(records_json(records), flush=True)
     if save_json_path:
         write_json(save_json_path, records)
         log(f"wrote {len(records)} results to {save_json_path}")
-    return summarize(records)
+    return summarize(records, source, max_bad_fraction)
 
 
 def engine_for_export(engine: str, deployed: ExportedModel, options: DeviceOptions) -> Engine:

@@ -24,6 +24,9 @@ def preprocess_config(args: argparse.Namespace, training: bool = False) -> Prepr
         raise UsageError(str(err)) from None
     if resize < crop:
         raise UsageError(f"--resize_short_size {resize} is smaller than the crop {crop} (--image_shape)")
+    if crop < meta.min_input_size:
+        raise UsageError(f"--image_shape {crop}x{crop}: {args.model} needs inputs of at least "
+                         f"{meta.min_input_size}x{meta.min_input_size} (smaller ones give no finite output)")
     cfg = PreprocessConfig(
         crop_size=crop,
         resize_short=resize,
@@ -75,8 +78,30 @@ def load_trained_model(args: argparse.Namespace, fallback_class_dim: int, log=pr
     class_dim = args.class_dim or class_dim_of_weights(args.pretrained_model, classifier) or fallback_class_dim
     model = build_model_from_args(args, class_dim)
     report = load_pretrained(model, args.pretrained_model, model_name=args.model)
-    if report.shape_mismatch:
-        raise UsageError(f"--pretrained_model {args.pretrained_model}: {report.summary()}; "
-                         "set --class_dim to the number of classes the weights were trained with")
+    refuse_partial_weights(report, args.pretrained_model, args.model, classifier)
     log(f"weights: {report.summary()}")
     return model, class_dim
+
+
+def _in_classifier(key: str, classifier: tuple[str, ...]) -> bool:
+    return any(key.startswith(prefix + ".") for prefix in classifier)
+
+
+def refuse_partial_weights(report, path: str, model_name: str, classifier: tuple[str, ...]) -> None:
+    """Evaluation and inference need every tensor of the model from the file: anything else would report
+    results of partly random weights. Says whether the file looks like another architecture or another
+    class count."""
+    body_mismatch = [k for k in report.shape_mismatch if not _in_classifier(k, classifier)]
+    if body_mismatch:
+        raise UsageError(f"--pretrained_model {path}: {len(body_mismatch)} tensors outside the classifier differ in "
+                         f"shape (e.g. {', '.join(body_mismatch[:3])})"
+                         + (f" and {len(report.missing)} are missing" if report.missing else "")
+                         + f": these are weights of another architecture than --model {model_name}; give the "
+                         "--model they were trained as")
+    if report.missing:
+        raise UsageError(f"--pretrained_model {path}: {len(report.missing)} of --model {model_name}'s tensors are "
+                         f"not in the file (e.g. {', '.join(report.missing[:3])}); they would stay random: is it "
+                         "a complete weights file of this model?")
+    if report.shape_mismatch:
+        raise UsageError(f"--pretrained_model {path}: {report.summary()}; "
+                         "set --class_dim to the number of classes the weights were trained with")

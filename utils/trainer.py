@@ -1,8 +1,13 @@
 """The training loop behind train.py: data, model, schedule, logging, validation, checkpoints, resume.
 
 Reproducibility: every random draw (sample order, crops, mixup, dropout) is seeded from
-(--random_seed, epoch), so a run resumed from the checkpoint of epoch k continues exactly as the
+(--random_seed, epoch, step, rank), so a run resumed from a checkpoint continues exactly as the
 uninterrupted run would.
+
+Multi-process runs: every rank takes the same steps and enters the same collectives whatever happens on
+one rank alone (unreadable images, a stop signal): each step begins with one small agreement over a CPU
+group (how many images each rank could read, whether any rank was asked to stop), and all ranks act on
+the sums together. Rank 0 chooses the seed and the checkpoint to resume; only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -11,47 +16,61 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import paddle
-import paddle.distributed as dist
 
 from models.base import main_logits
+from models.registry import get_model_meta
 from reader import (
     BadImageLog,
     EpochBatchSampler,
     ImageListDataset,
     ListSummary,
+    likely_cause,
     make_loader,
     parse_list_file,
     resolve_list,
 )
+from utils import distributed
 from utils.amp import AmpSettings, restore_scaler, scaler_state
-from utils.args import UsageError
-from utils.checkpoint import latest_checkpoint, load_checkpoint, load_pretrained, save_checkpoint
+from utils.checkpoint import (
+    RunLock,
+    latest_checkpoint,
+    load_checkpoint,
+    load_pretrained,
+    probe_writable,
+    save_checkpoint,
+    set_aside_checkpoints,
+)
 from utils.cli import select_device
+from utils.distributed import RankInfo
 from utils.ema import ModelEMA
+from utils.errors import UsageError
 from utils.evaluate import all_reduce_counts, evaluate
 from utils.losses import ClassificationLoss, MixupBatch
 from utils.lr import ScheduleSpec, build_scheduler
-from utils.metrics import Accumulator, Throughput, format_seconds, topk_correct
+from utils.metrics import Accumulator, format_seconds
 from utils.optimizer import build_optimizer
 from utils.presets import build_model_from_args, preprocess_config
+from utils.state import assign_state
+from utils.transforms import DeviceNormalizer
+
+# flags whose change does not make a resumed run a different run
+RESUME_NEUTRAL_FLAGS = {"resume", "checkpoint", "overwrite_checkpoints", "num_epochs", "debug", "print_step",
+                        "vdl_log_dir", "reader_thread", "reader_buf_size", "cpu_threads", "max_iter",
+                        "is_profiler", "profiler_path", "profilier_path", "save_step", "validate", "test_batch_size"}
+
+
+MIN_BATCH_PER_DEVICE = 8  # below this, per-device BatchNorm statistics get noisy
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
 
 
-@dataclass
-class RankInfo:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+class DataUnreadable(UsageError):
+    """Too many of an epoch's images could not be read; the message gives the likely cause."""
 
 
 def _log(rank: RankInfo, message: str) -> None:
@@ -67,42 +86,97 @@ def resolve_seed(args: argparse.Namespace) -> int:
     return int.from_bytes(os.urandom(4), "little") % (2**31)
 
 
+def fill_from_good_rows(images, labels, size: int):
+    """A batch that lost images to read errors is refilled to ``size`` by repeating its good rows, so every
+    step trains on the batch size the schedule and BatchNorm expect (a single image per batch gives
+    BatchNorm one value per channel on small feature maps, and the loss turns NaN)."""
+    count = len(labels)
+    if count == 0 or count >= size:
+        return images, labels
+    rows = np.resize(np.arange(count), size)
+    if isinstance(images, paddle.Tensor):
+        index = paddle.to_tensor(rows)
+        return paddle.gather(images, index), paddle.gather(labels, index) if isinstance(labels, paddle.Tensor) \
+            else np.asarray(labels)[rows]
+    return np.asarray(images)[rows], np.asarray(labels)[rows]
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.device = select_device(args.use_gpu)
-        self.rank = self._init_distributed()
-        self.seed = resolve_seed(args)
+        self.rank = distributed.init(self.device)
+        self.control = distributed.Control(self.rank)
+        # one seed for all ranks: each rank shuffles with it and takes its own share of one order
+        self.seed = self.control.from_main(resolve_seed(args))
         self.start_epoch = 0
         self.start_step = 0  # within start_epoch, when resuming a checkpoint saved mid-epoch
         self.global_step = 0
+        self.optimizer_steps_here = 0
+        self.skipped_steps = 0
         self.last_checkpoint: str | None = None
-        self.stop_requested: str | None = None
+        self.stop_requested: str | None = None  # this rank heard a signal
+        self.stop_agreed: str | None = None  # all ranks stop (set from the step agreement)
         self.halt = False  # max_iter reached or a stop signal: save and leave after this step
-        self.bad_log = BadImageLog(log=lambda m: _log(self.rank, m))
+        self.lock: RunLock | None = None
+        self._loaders: dict = {}
+        self.bad_log = BadImageLog(log=self._log_bad)
+        self.model_dir = os.path.join(args.model_save_dir, args.model)
+        self._prepare_run_directory()
         self._load_lists()
         self._build_model()
         self._build_data()
         self._build_solver()
         self._restore()
+        self._wrap_data_parallel()
+
+    def _log_bad(self, message: str) -> None:
+        who = f"rank {self.rank.rank}: " if self.rank.distributed else ""
+        print(f"{who}{message}", flush=True)
 
     # ------------------------------------------------------------ setup
 
-    def _init_distributed(self) -> RankInfo:
-        world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-        if world > 1:
-            dist.init_parallel_env()
-            return RankInfo(dist.get_rank(), dist.get_world_size())
-        return RankInfo()
+    def _prepare_run_directory(self) -> None:
+        """Rank 0 checks the directory is writable, takes the run lock, and refuses to mix two runs."""
+        args = self.args
+        failure = None
+        if self.rank.is_main:
+            try:
+                probe_writable(self.model_dir, "--model_save_dir")
+                self.lock = RunLock(self.model_dir)
+                self.lock.acquire()
+                if not args.checkpoint and args.resume is None:
+                    self._refuse_foreign_checkpoints()
+            except UsageError as err:
+                failure = str(err)
+        failure = self.control.text_from_main(failure)
+        if failure:
+            if self.lock is not None:
+                self.lock.release()
+            raise UsageError(failure)
+
+    def _refuse_foreign_checkpoints(self) -> None:
+        existing = latest_checkpoint(self.model_dir)
+        if existing is None:
+            return
+        if getattr(self.args, "overwrite_checkpoints", False):
+            moved = set_aside_checkpoints(self.model_dir)
+            print(f"--overwrite_checkpoints: starting over; the previous run's checkpoints were moved to {moved}",
+                  flush=True)
+            return
+        raise UsageError(f"{self.model_dir} holds another run's checkpoints (newest: {existing}); resume it with "
+                         f"--resume auto, write this run elsewhere with another --model_save_dir, or start over "
+                         "with --overwrite_checkpoints=True (the old checkpoints are kept aside)")
 
     def _load_lists(self) -> None:
         args = self.args
         self.train_list = resolve_list(args.data_dir, args.train_list, "train_list.txt")
-        train = parse_list_file(self.train_list, args.data_dir, args.class_dim)
+        quiet = {} if self.rank.is_main else {"warn": None}  # list warnings once, not once per rank
+        train = parse_list_file(self.train_list, args.data_dir, args.class_dim, **quiet)
         val: ListSummary | None = None
         if args.validate:
             self.val_list = resolve_list(args.data_dir, args.val_list, "val_list.txt")
-            val = parse_list_file(self.val_list, args.data_dir, args.class_dim)
+            val = parse_list_file(self.val_list, args.data_dir, args.class_dim, **quiet)
         self.class_dim = args.class_dim or max(train.num_classes, val.num_classes if val else 0)
         self.train_samples, self.val_samples = train.samples, (val.samples if val else [])
         if train.duplicates:
@@ -116,7 +190,23 @@ class Trainer:
         if args.pretrained_model:
             exclude = (args.finetune_exclude_pretrained_params or "").split(",")
             report = load_pretrained(self.model, args.pretrained_model, exclude, args.model)
+            self._check_pretrained_fit(report)
             _log(self.rank, f"pretrained {args.pretrained_model}: {report.summary()}")
+
+    def _check_pretrained_fit(self, report) -> None:
+        """Weights of another architecture are an error: only the classifier may be new (fine-tuning)."""
+        classifier = get_model_meta(self.args.model).classifier
+        excluded = set(report.excluded)
+
+        def outside_head(keys):
+            return [k for k in keys if k not in excluded and not any(k.startswith(p + ".") for p in classifier)]
+
+        misfits = outside_head(report.missing) + outside_head(report.shape_mismatch)
+        if misfits and not getattr(self.args, "allow_partial_pretrained", False):
+            raise UsageError(
+                f"--pretrained_model {self.args.pretrained_model}: {len(misfits)} tensors outside the classifier "
+                f"are missing or differ in shape (e.g. {misfits[0]}): weights of another architecture than "
+                f"--model={self.args.model}? Pass --allow_partial_pretrained=True to load what fits")
 
     def _build_data(self) -> None:
         args, rank = self.args, self.rank
@@ -126,16 +216,23 @@ class Trainer:
         self.batch_per_rank = args.batch_size // rank.world_size
         if self.batch_per_rank < 1:
             raise UsageError(f"--batch_size {args.batch_size} is smaller than the number of devices")
+        if rank.distributed and self.batch_per_rank < MIN_BATCH_PER_DEVICE and not args.freeze_bn:
+            _log(rank, f"warning: --batch_size {args.batch_size} over {rank.world_size} devices is "
+                 f"{self.batch_per_rank} images per device: BatchNorm statistics from fewer than "
+                 f"{MIN_BATCH_PER_DEVICE} images are noisy; raise --batch_size (and --lr with it)")
         train_cfg = preprocess_config(args, training=True)
         self.eval_cfg = preprocess_config(args, training=False)
-        self.train_set = ImageListDataset(self.train_samples, train_cfg, training=True, seed=self.seed)
+        # workers ship uint8 pixels (4x less shared memory); normalisation runs on the device
+        self.train_set = ImageListDataset(self.train_samples, train_cfg, training=True, seed=self.seed,
+                                          uint8_hwc=True)
+        self.normalize = DeviceNormalizer(train_cfg.mean, train_cfg.std)
         drop_last = len(self.train_samples) // rank.world_size >= self.batch_per_rank
         self.train_sampler = EpochBatchSampler(len(self.train_samples), self.batch_per_rank, shuffle=True,
                                                seed=self.seed, drop_last=drop_last, rank=rank.rank,
                                                world_size=rank.world_size)
-        self.val_set = ImageListDataset(self.val_samples, self.eval_cfg, training=False)
-        test_batch = max(1, args.test_batch_size // rank.world_size)
-        self.val_sampler = EpochBatchSampler(len(self.val_samples), test_batch, shuffle=False,
+        self.val_set = ImageListDataset(self.val_samples, self.eval_cfg, training=False, uint8_hwc=True)
+        # --test_batch_size is per device: validation results do not depend on it, its speed does
+        self.val_sampler = EpochBatchSampler(len(self.val_samples), args.test_batch_size, shuffle=False,
                                              rank=rank.rank, world_size=rank.world_size)
 
     def _build_solver(self) -> None:
@@ -151,31 +248,39 @@ class Trainer:
         self.optimizer = build_optimizer(args.optimizer, self.model.parameters(), self.scheduler,
                                          args.l2_decay, args.momentum_rate)
         self.loss_fn = ClassificationLoss(args.label_smoothing_epsilon if args.use_label_smoothing else 0.0)
-        self.ema = ModelEMA(self.model, args.ema_decay) if args.use_ema else None
         self.amp = AmpSettings.from_args(args, self.device)
         if self.amp.note():
             _log(self.rank, self.amp.note())
         self.scaler = self.amp.make_scaler()
         self.model, self.optimizer = self.amp.decorate(self.model, self.optimizer)
-        if self.rank.world_size > 1:
-            self.net = paddle.DataParallel(self.model)
-        else:
-            self.net = self.model
-        self.model_dir = os.path.join(args.model_save_dir, args.model)
+        # after decorate: the average follows the tensors training updates (float16 ones under O2)
+        self.ema = ModelEMA(self.model, args.ema_decay) if args.use_ema else None
 
     def _restore(self) -> None:
+        """Rank 0 picks the checkpoint; every rank loads that one (a rank that cannot read it stops all)."""
         args = self.args
+        if args.resume not in (None, "auto"):
+            raise UsageError(f"--resume {args.resume!r}: only 'auto' is accepted (or use --checkpoint DIR)")
         directory = args.checkpoint
-        if args.resume == "auto" and not directory:
+        if self.rank.is_main and args.resume == "auto" and not directory:
             directory = latest_checkpoint(self.model_dir)
             if directory is None:
-                _log(self.rank, f"--resume auto: no complete checkpoint in {self.model_dir}; starting fresh")
-        elif args.resume not in (None, "auto"):
-            raise UsageError(f"--resume {args.resume!r}: only 'auto' is accepted (or use --checkpoint DIR)")
+                print(f"--resume auto: no complete checkpoint in {self.model_dir}; starting fresh", flush=True)
+        directory = self.control.text_from_main(directory)
         if not directory:
             return
-        meta = load_checkpoint(directory, self.model, self.optimizer, self.ema, args.model)
-        restore_scaler(self.scaler, meta.get("scaler"))
+        meta, failure = None, None
+        try:
+            meta = load_checkpoint(directory, self.model, self.optimizer, self.ema, args.model)
+        except UsageError as err:
+            failure = str(err)
+        failed_ranks = self.control.sum([1 if failure else 0])[0]
+        if failed_ranks:
+            raise UsageError(failure or f"--checkpoint {directory}: {failed_ranks} other rank(s) cannot read it; "
+                             "every node needs the checkpoint at this path (a shared filesystem, or a copy)")
+        note = restore_scaler(self.scaler, meta.get("scaler"))
+        if note:
+            _log(self.rank, note)
         self.start_epoch = int(meta.get("next_epoch", int(meta["epoch"]) + 1))
         self.start_step = int(meta.get("next_step", 0))
         self.global_step = int(meta.get("global_step", self.start_epoch * self.steps_per_epoch))
@@ -183,10 +288,25 @@ class Trainer:
             self.seed = int(meta["seed"])
             self.train_set.seed = self.train_sampler.seed = self.seed
         self.last_checkpoint = directory
+        if self.rank.is_main:
+            self._say_changed_flags(directory, meta.get("args") or {})
         # every rank says it: all must resume from the same checkpoint
-        who = f"rank {self.rank.rank}: " if self.rank.world_size > 1 else ""
+        who = f"rank {self.rank.rank}: " if self.rank.distributed else ""
         print(f"{who}resumed from {directory}: continuing at epoch {self.start_epoch} step {self.start_step}",
               flush=True)
+
+    def _say_changed_flags(self, directory: str, saved: dict) -> None:
+        current = vars(self.args)
+        changed = [f"--{k} {saved[k]} -> {current[k]}" for k in sorted(current)
+                   if k in saved and k not in RESUME_NEUTRAL_FLAGS and saved[k] != current[k]]
+        if changed:
+            print(f"note: resuming {directory} with flags that differ from its run: {'; '.join(changed)}",
+                  flush=True)
+
+    def _wrap_data_parallel(self) -> None:
+        # DataParallel broadcasts rank 0's parameters and buffers at construction
+        # (paddle.distributed.parallel.sync_params_buffers): built after the restore, so all ranks start equal.
+        self.net = paddle.DataParallel(self.model) if self.rank.distributed else self.model
 
     # ------------------------------------------------------------ loop
 
@@ -206,21 +326,35 @@ class Trainer:
                     self._save(epoch, next_epoch=epoch, next_step=done_steps)
                     break
                 result = self._end_epoch(epoch, writer)
-                if self.halt:
+                if self.halt or self._agree_stop():
                     break
         finally:
             self._restore_signal_handlers(previous)
             if writer is not None:
                 writer.close()
-        if self.bad_log.count:
-            _log(self.rank, f"skipped {self.bad_log.count} unreadable training images in all")
+            self.close()
+        if self.skipped_steps:
+            _log(self.rank, f"skipped {self.skipped_steps} steps in which a rank had no readable image")
+        if self.rank.distributed:  # every rank says it: all must end at the same step
+            print(f"rank {self.rank.rank}: finished at global step {self.global_step}", flush=True)
         return result
+
+    def close(self) -> None:
+        """Release the model directory for other runs (fit does this when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _agree_stop(self) -> bool:
+        """Between epochs: did any rank hear a stop signal during validation or saving?"""
+        stops = self.control.sum([1 if self.stop_requested else 0])[0]
+        if stops and not self.stop_agreed:
+            self.stop_agreed = self.stop_requested or "SIGTERM"
+        return bool(stops)
 
     def _batches(self, epoch: int, first_step: int):
         self.train_sampler.set_epoch(epoch, first_step)
         self.train_set.epoch = epoch
-        loader = make_loader(self.train_set, self.train_sampler, self.args.reader_thread, self.args.reader_buf_size,
-                             self.args.use_dali)
+        loader = self._loader("train")
         if not self.args.same_feed:
             yield from loader
             return
@@ -232,6 +366,16 @@ class Trainer:
         for step in range(first_step, len(self.train_sampler)):
             yield cached[step % len(cached)]
 
+    def _loader(self, which: str):
+        """One loader per split for the whole run: each epoch iterates it again (the sampler's epoch is set
+        first), so a DALI loader keeps its pipeline and worker processes."""
+        if which not in self._loaders:
+            dataset, sampler = (self.train_set, self.train_sampler) if which == "train" else \
+                (self.val_set, self.val_sampler)
+            self._loaders[which] = make_loader(dataset, sampler, self.args.reader_thread,
+                                               self.args.reader_buf_size, self.args.use_dali)
+        return self._loaders[which]
+
     def _train_epoch(self, epoch: int, first_step: int, writer) -> int:
         """Train one epoch from ``first_step``; returns the number of steps done (fewer when stopped early)."""
         args = self.args
@@ -240,40 +384,59 @@ class Trainer:
             for layer in self.model.sublayers():
                 if isinstance(layer, (paddle.nn.layer.norm._BatchNormBase, paddle.nn.BatchNorm)):
                     layer.eval()
-        speed, steps_in_epoch = Throughput(), len(self.train_sampler)
+        steps_in_epoch = len(self.train_sampler)
+        window = _Window(self.rank)
         epoch_start = time.perf_counter()
         profiler = self._profiler(epoch)
+        health = _EpochHealth(self, steps_in_epoch - first_step)
         step = first_step - 1
         for step, (images, labels, _indices, bad) in enumerate(self._batches(epoch, first_step), start=first_step):
             self.bad_log.add(bad)
-            if len(labels) == 0:
+            # the step's agreement: images read and unreadable, stop requests, ranks with no image
+            read, unreadable, stops, empty = self.control.sum(
+                [len(labels), len(bad), 1 if self.stop_requested else 0, 1 if len(labels) == 0 else 0])
+            if stops:
+                self.stop_agreed = self.stop_requested or "SIGTERM"
+                _log(self.rank, f"{self.stop_agreed}: every rank stops before step {step}; "
+                     "saving a checkpoint before exiting")
+                self.halt = True
+                return step
+            health.add(read, unreadable)
+            health.check(epoch, step)
+            if empty:
+                # some rank has nothing to train on: all ranks skip the step together (the same collectives)
+                self.skipped_steps += 1
+                _log(self.rank, f"[train] epoch {epoch} step {step}: skipped on every rank ({empty} rank(s) had "
+                     "no readable image)")
+                self.global_step += 1
+                self.scheduler.step()
                 continue
-            # per-step seeds: dropout, drop-connect and mixup repeat exactly after a resume
-            paddle.seed(self.seed * 100_003 + self.global_step)
-            mixup = MixupBatch(args.mixup_alpha, np.random.default_rng([self.seed, epoch, step])) \
+            images, labels = fill_from_good_rows(images, labels, len(labels) + len(bad))
+            # per-step, per-rank seeds: dropout, drop-connect and mixup repeat exactly after a resume
+            paddle.seed(self.seed * 100_003 + self.global_step * 1_009 + self.rank.rank)
+            mixup = MixupBatch(args.mixup_alpha, np.random.default_rng([self.seed, epoch, step, self.rank.rank])) \
                 if args.use_mixup else None
-            loss, logits, labels_np = self._train_step(images, labels, mixup)
+            self._train_step(images, labels, mixup, window)
             self.global_step += 1
-            speed.add(len(labels_np) * self.rank.world_size)
+            self.optimizer_steps_here += 1
             if profiler is not None:
                 profiler.step()
             if step % args.print_step == 0 or step == steps_in_epoch - 1:
-                self._log_step(epoch, step, steps_in_epoch, loss, logits, labels_np, speed, epoch_start, writer)
+                self._log_window(epoch, step, steps_in_epoch, window, epoch_start, writer)
             if args.max_iter and self.global_step >= args.max_iter:
                 _log(self.rank, f"--max_iter {args.max_iter} reached")
                 self.halt = True
                 return step + 1
-            if self.stop_requested:
-                _log(self.rank, f"{self.stop_requested}: saving a checkpoint before exiting")
-                self.halt = True
-                return step + 1
+        if window.steps:
+            self._log_window(epoch, step, steps_in_epoch, window, epoch_start, writer)
+        health.finish(epoch)
         if profiler is not None:
             profiler.stop()
             profiler.summary()
         return steps_in_epoch
 
-    def _train_step(self, images, labels, mixup):
-        x = images if isinstance(images, paddle.Tensor) else paddle.to_tensor(images)
+    def _train_step(self, images, labels, mixup, window: _Window) -> None:
+        x = self.normalize(images)
         y = labels if isinstance(labels, paddle.Tensor) else paddle.to_tensor(labels)
         y_b, lam = None, 1.0
         if mixup is not None:
@@ -281,12 +444,7 @@ class Trainer:
         with self.amp.autocast():
             output = self.net(x)
             loss = self.loss_fn(output, y, y_b, lam)
-        loss_value = self._global_mean(loss)
-        self.step_lr = self.optimizer.get_lr()  # the lr this step uses (logged), before the schedule moves
-        if not math.isfinite(loss_value):
-            where = self.last_checkpoint or "none yet"
-            raise TrainingDiverged(f"loss is {loss_value} at step {self.global_step + 1}; "
-                                   f"last good checkpoint: {where}. Lower --lr or check the data.")
+        window.lr = self.optimizer.get_lr()  # the lr this step uses (logged), before the schedule moves
         if self.scaler.is_enable():
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)  # skips the step when gradients overflowed
@@ -298,44 +456,58 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        return loss_value, main_logits(output).numpy(), y.numpy()
+        window.add(loss, main_logits(output), y)
 
-    def _global_mean(self, loss: paddle.Tensor) -> float:
-        """The loss over the global batch (all ranks), so every rank logs and NaN-checks the same value."""
-        if self.rank.world_size == 1:
-            return float(loss)
-        total = loss.detach().clone()
-        dist.all_reduce(total)
-        return float(total) / self.rank.world_size
-
-    def _log_step(self, epoch, step, steps, loss, logits, labels, speed, epoch_start, writer) -> None:
-        hits = topk_correct(logits, labels)
-        rate = speed.rate()
+    def _log_window(self, epoch, step, steps, window: _Window, epoch_start, writer) -> None:
+        """One host sync per logged step: loss and accuracy since the last log, summed over ranks."""
+        loss, top1, top5, images, rate = window.flush()
+        if not math.isfinite(loss):
+            where = self.last_checkpoint or "none yet"
+            raise TrainingDiverged(f"loss is {loss} at step {self.global_step} (epoch {epoch} step {step}, or in the "
+                                   f"--print_step {self.args.print_step} steps before it); last good checkpoint: "
+                                   f"{where}. Lower --lr or check the data.")
         remaining_steps = (steps - step - 1) + (self.args.num_epochs - epoch - 1) * steps
         elapsed_per_step = (time.perf_counter() - epoch_start) / (step + 1)
-        lr = self.step_lr
         _log(self.rank, f"[train] epoch {epoch} step {step}/{steps} loss {loss:.5f} "
-             f"top1 {hits[1] / len(labels):.4f} top5 {hits[5] / len(labels):.4f} lr {lr:.6f} "
+             f"top1 {top1:.4f} top5 {top5:.4f} lr {window.lr:.6f} "
              f"{rate:.1f} img/s ETA {format_seconds(remaining_steps * elapsed_per_step)}")
         if writer is not None:
             writer.add_scalar("train/loss", loss, self.global_step)
-            writer.add_scalar("train/lr", lr, self.global_step)
-            writer.add_scalar("train/top1", hits[1] / len(labels), self.global_step)
+            writer.add_scalar("train/lr", window.lr, self.global_step)
+            writer.add_scalar("train/top1", top1, self.global_step)
+
+    def _forward_for_eval(self, batch) -> np.ndarray:
+        """Validation runs under the training precision: under O2 the convolutions are float16 and only
+        auto_cast casts the float32 input batch for them. Logits come back as float32."""
+        x = self.normalize(batch)
+        with self.amp.autocast():
+            logits = main_logits(self.model(x))
+        return logits.astype("float32").numpy()
 
     def validate(self, use_ema: bool = False) -> tuple[Accumulator, int]:
-        loader = make_loader(self.val_set, self.val_sampler, self.args.reader_thread, self.args.reader_buf_size,
-                             self.args.use_dali)
+        loader = self._loader("val")
         live = self.ema.swap_into(self.model) if use_ema else None
         try:
-            bad = BadImageLog(log=lambda m: _log(self.rank, m), seen=self.bad_log.messages)
-            accuracy = evaluate(self.model, loader, bad, show_progress=self.rank.is_main)
+            bad = BadImageLog(log=self._log_bad, seen=self.bad_log.messages)
+            accuracy = evaluate(self.model, loader, bad, show_progress=self.rank.is_main,
+                                forward=self._forward_for_eval)
         finally:
             if live is not None:
-                self.model.set_state_dict(live)
+                assign_state(self.model, live)
         return all_reduce_counts(accuracy, bad.count)
+
+    def _synchronise_statistics(self) -> None:
+        """Make every rank hold rank-averaged BatchNorm statistics (and EMA), so the model each rank
+        validates is the model rank 0 saves."""
+        if not self.rank.distributed:
+            return
+        distributed.average_float_state(distributed.buffers_and_statistics(self.model), self.rank)
+        if self.ema is not None:
+            distributed.average_float_state([self.ema.flat], self.rank)
 
     def _end_epoch(self, epoch: int, writer) -> dict:
         args, result = self.args, {"epoch": epoch}
+        self._synchronise_statistics()
         if args.validate and self.val_samples:
             for tag, use_ema in (("", False), ("ema_", True)) if self.ema else (("", False),):
                 accuracy, bad = self.validate(use_ema)
@@ -351,23 +523,40 @@ class Trainer:
         return result
 
     def _save(self, epoch: int, next_epoch: int, next_step: int) -> None:
-        """Epoch checkpoints go to <model>/<epoch>; a mid-epoch stop to <model>/<epoch>_step<k>."""
-        if not self.rank.is_main:
-            return
+        """Epoch checkpoints go to <model>/<epoch>; a mid-epoch stop to <model>/<epoch>_step<k>.
+
+        Called by every rank at the same point; rank 0 writes, and no rank leaves before it has written
+        (a rank that exits first would make the launcher kill rank 0 mid-save).
+        """
+        if next_step == 0 and next_epoch == epoch:  # stopped before the epoch's first step
+            epoch -= 1
+            if epoch < 0 or not self.optimizer_steps_here and self.last_checkpoint:
+                return  # nothing trained since the start or since the checkpoint resumed from
+        if next_step:
+            self._synchronise_statistics()
+        failure = None
+        if self.rank.is_main:
+            failure = self._write_checkpoint(epoch, next_epoch, next_step)
+        failure = self.control.text_from_main(failure)
+        if failure:
+            raise UsageError(failure)
+
+    def _write_checkpoint(self, epoch: int, next_epoch: int, next_step: int) -> str | None:
         name = str(epoch) if next_step == 0 else f"{epoch}_step{next_step}"
         directory = os.path.join(self.model_dir, name)
         meta = {"model": self.args.model, "class_dim": self.class_dim, "seed": self.seed,
                 "next_epoch": next_epoch, "next_step": next_step,
                 "global_step": self.global_step, "args": vars(self.args),
-                "preprocess": self.eval_cfg.__dict__}
+                "preprocess": self.eval_cfg.__dict__, "world_size": self.rank.world_size}
         try:
             save_checkpoint(directory, epoch=epoch, model=self.model, optimizer=self.optimizer, ema=self.ema,
                             scaler_state=scaler_state(self.scaler), extra_meta=meta)
         except OSError as err:
-            raise UsageError(f"saving checkpoint {directory} failed ({err.strerror or err}); the previous "
-                             f"checkpoint {self.last_checkpoint or '(none)'} is intact") from err
+            return (f"saving checkpoint {directory} failed ({err.strerror or err}); the previous "
+                    f"checkpoint {self.last_checkpoint or '(none)'} is intact")
         self.last_checkpoint = directory
-        _log(self.rank, f"saved checkpoint {directory}")
+        print(f"saved checkpoint {directory}", flush=True)
+        return None
 
     # ------------------------------------------------------------ extras
 
@@ -407,3 +596,77 @@ class Trainer:
     def _restore_signal_handlers(previous) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _Window:
+    """Loss and top-k hits since the last logged step, kept on the device: reading them is the only host
+    sync, and it happens once per --print_step steps."""
+
+    def __init__(self, rank: RankInfo):
+        self.rank = rank
+        self.lr = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.totals = None  # device tensor [loss sum over steps, steps, images, top1 hits, top5 hits]
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    @paddle.no_grad()
+    def add(self, loss: paddle.Tensor, logits: paddle.Tensor, labels: paddle.Tensor) -> None:
+        logits = logits.detach().astype("float32")
+        k = min(5, logits.shape[1])
+        top = paddle.topk(logits, k=k, axis=1)[1]
+        hits = (top == labels.reshape([-1, 1]).astype(top.dtype)).astype("float32")
+        one = paddle.full([], 1.0, dtype="float32")  # filled on the device: no host-to-device copy
+        row = paddle.stack([loss.detach().astype("float32").reshape([]), one, one * labels.shape[0],
+                            hits[:, :1].sum(), hits.sum()])
+        self.totals = row if self.totals is None else self.totals + row
+        self.steps += 1
+
+    def flush(self) -> tuple[float, float, float, int, float]:
+        """(mean loss, top1, top5, images, images/s) over all ranks since the last flush."""
+        totals = self.totals
+        if self.rank.distributed:
+            totals = totals.clone()
+            import paddle.distributed as dist
+
+            dist.all_reduce(totals)
+        loss_sum, steps, images, top1, top5 = (float(v) for v in totals.numpy())
+        elapsed = time.perf_counter() - self.started
+        self._reset()
+        return loss_sum / steps, top1 / images, top5 / images, int(images), images / max(elapsed, 1e-9)
+
+
+class _EpochHealth:
+    """Counts an epoch's unreadable images over all ranks and stops the run when they are too many."""
+
+    def __init__(self, trainer: Trainer, steps: int):
+        self.trainer = trainer
+        self.images_expected = max(1, steps * trainer.batch_per_rank * trainer.rank.world_size)
+        self.limit = getattr(trainer.args, "max_bad_image_fraction", 0.5)
+        self.read = self.unreadable = 0
+
+    def add(self, read: int, unreadable: int) -> None:
+        self.read += read
+        self.unreadable += unreadable
+
+    def check(self, epoch: int, step: int) -> None:
+        if self.unreadable > self.limit * self.images_expected:
+            self._stop(epoch, step, f"{self.unreadable} of this epoch's {self.images_expected} images are "
+                       f"unreadable so far, more than --max_bad_image_fraction {self.limit}")
+
+    def finish(self, epoch: int) -> None:
+        if self.read == 0:
+            self._stop(epoch, None, "no image of the epoch could be read")
+        if self.unreadable:
+            _log(self.trainer.rank, f"epoch {epoch}: {self.unreadable} unreadable images skipped (all ranks)")
+
+    def _stop(self, epoch: int, step: int | None, what: str) -> None:
+        trainer = self.trainer
+        cause = likely_cause(trainer.train_samples, trainer.args.data_dir, trainer.train_list)
+        saved = ""
+        if step is not None and trainer.optimizer_steps_here:
+            trainer._save(epoch, next_epoch=epoch, next_step=step)  # keep the work done so far
+            saved = f"; the work so far is saved in {trainer.last_checkpoint}"
+        raise DataUnreadable(f"{trainer.train_list}: {what}. Likely cause: {cause}{saved}")

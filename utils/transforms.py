@@ -11,8 +11,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
-import cv2
-import numpy as np
+from utils.image_limit import limit_opencv_decoder, pixel_limit
+
+limit_opencv_decoder()  # before OpenCV loads: it reads its pixel limit only then
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 # A corrupt file is reported once by the reader; OpenCV's own decoder chatter on stderr adds nothing.
@@ -35,9 +39,6 @@ INTERPOLATIONS = {
 }
 # The classic suite took --interpolation as a cv2 integer code; accept those too.
 _INTERPOLATION_CODES = {str(code): name for name, code in INTERPOLATIONS.items()}
-
-# Decoding refuses images above this many pixels (a decompression bomb would exhaust memory).
-MAX_IMAGE_PIXELS = 178_956_970
 
 
 class ImageDecodeError(ValueError):
@@ -93,9 +94,9 @@ def _check_not_bomb(data: bytes, where: str) -> None:
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     elif data[:2] == b"\xff\xd8":
         width, height = _jpeg_size(bytes(header))
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > pixel_limit():
         raise ImageDecodeError(
-            f"{where}: {width}x{height} pixels exceeds the decoder limit of {MAX_IMAGE_PIXELS} pixels "
+            f"{where}: {width}x{height} pixels exceeds the decoder limit of {pixel_limit()} pixels "
             "(possible decompression bomb); resize the image first"
         )
 
@@ -122,9 +123,15 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
     """
     if not data:
         raise ImageDecodeError(f"{where}: empty file")
-    _check_not_bomb(data, where)
+    _check_not_bomb(data, where)  # PNG/JPEG read here too: the limit holds even if cv2 loaded before ours
     array = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(array, cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(err):  # OpenCV's own check of the header's size, any format
+            raise ImageDecodeError(f"{where}: more pixels than the decoder limit of {pixel_limit()} "
+                                   "(possible decompression bomb); resize the image first") from None
+        raise ImageDecodeError(f"{where}: not a readable image ({str(err).strip().splitlines()[-1][:200]})") from None
     if image is None or image.size == 0:
         raise ImageDecodeError(f"{where}: not a readable image (corrupt, truncated or unknown format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -161,9 +168,9 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-def random_resized_crop(image: np.ndarray, size: int, cfg: PreprocessConfig, rng: np.random.Generator):
-    """Inception-style crop: area fraction in [lower_scale, 1], aspect ratio log-uniform in the ratio range."""
-    height, width = image.shape[:2]
+def random_crop_box(height: int, width: int, cfg: PreprocessConfig, rng: np.random.Generator):
+    """Inception-style box ``(top, left, crop_h, crop_w)``: area fraction in [lower_scale, 1], aspect ratio
+    log-uniform in the ratio range (the DALI reader crops the same box, drawn from the same generator)."""
     area = height * width
     log_low, log_high = math.log(cfg.lower_ratio), math.log(cfg.upper_ratio)
     for _ in range(10):
@@ -181,6 +188,12 @@ def random_resized_crop(image: np.ndarray, size: int, cfg: PreprocessConfig, rng
             int(round(height * ratio)), height)
         crop_w, crop_h = min(crop_w, width), min(crop_h, height)
         top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return top, left, crop_h, crop_w
+
+
+def random_resized_crop(image: np.ndarray, size: int, cfg: PreprocessConfig, rng: np.random.Generator):
+    """Inception-style crop: area fraction in [lower_scale, 1], aspect ratio log-uniform in the ratio range."""
+    top, left, crop_h, crop_w = random_crop_box(*image.shape[:2], cfg, rng)
     crop = image[top : top + crop_h, left : left + crop_w]
     return cv2.resize(crop, (size, size), interpolation=INTERPOLATIONS[cfg.interpolation])
 
@@ -208,25 +221,68 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def normalize_to_chw(image: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 RGB HWC -> float32 CHW, (x/255 - mean)/std, in one fused pass."""
+def normalization_constants(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) with (x/255 - mean)/std == x * scale - shift, float32, shape (3, 1, 1).
+
+    The one definition of normalisation: the cv2 path applies it on the CPU (:func:`normalize_to_chw`), the
+    trainer on the device (:class:`DeviceNormalizer`), with the same float32 operations in the same order,
+    so both give bit-identical inputs."""
     scale = (1.0 / (255.0 * np.asarray(std, np.float32))).reshape(3, 1, 1)
     shift = (np.asarray(mean, np.float32) / np.asarray(std, np.float32)).reshape(3, 1, 1)
+    return scale.astype(np.float32), shift.astype(np.float32)
+
+
+def normalize_to_chw(image: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 RGB HWC -> float32 CHW, (x/255 - mean)/std, in one fused pass."""
+    scale, shift = normalization_constants(mean, std)
     chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
     chw *= scale
     chw -= shift
     return chw
 
 
+class DeviceNormalizer:
+    """A uint8 NHWC batch (numpy or Paddle) -> the float32 NCHW model input, computed on the device.
+
+    Loader workers then ship 1 byte per pixel instead of 4 through shared memory, and the host does no
+    float work. A batch that is already floating point (the DALI reader normalises on its own) passes
+    through unchanged."""
+
+    def __init__(self, mean, std):
+        self.constants = normalization_constants(mean, std)
+        self._tensors = None
+
+    def __call__(self, batch):
+        import paddle
+
+        if batch.dtype not in (np.uint8, paddle.uint8):
+            return batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(batch)
+        if self._tensors is None:  # created on first use, on the device of that moment
+            self._tensors = tuple(paddle.to_tensor(c.reshape(1, 3, 1, 1)) for c in self.constants)
+        scale, shift = self._tensors
+        images = batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(batch)
+        chw = paddle.transpose(images, [0, 3, 1, 2]).astype("float32")
+        return chw * scale - shift
+
+
 # ---------------------------------------------------------------- pipelines
 
 
+def eval_crop(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Evaluation geometry: resize the short side, centre crop; uint8 HWC."""
+    return center_crop(resize_short(image, cfg.resize_short, cfg.interpolation), cfg.crop_size)
+
+
 def eval_transform(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    resized = resize_short(image, cfg.resize_short, cfg.interpolation)
-    return normalize_to_chw(center_crop(resized, cfg.crop_size), cfg.mean, cfg.std)
+    return normalize_to_chw(eval_crop(image, cfg), cfg.mean, cfg.std)
 
 
 def train_transform(image: np.ndarray, cfg: PreprocessConfig, rng: np.random.Generator) -> np.ndarray:
+    return normalize_to_chw(train_augment(image, cfg, rng), cfg.mean, cfg.std)
+
+
+def train_augment(image: np.ndarray, cfg: PreprocessConfig, rng: np.random.Generator) -> np.ndarray:
+    """Training augmentation (crop, flip, rotation, AutoAugment, colour); uint8 HWC."""
     if cfg.rotate_degrees:
         image = rotate(image, rng.uniform(-cfg.rotate_degrees, cfg.rotate_degrees))
     image = random_resized_crop(image, cfg.crop_size, cfg, rng)
@@ -238,4 +294,4 @@ def train_transform(image: np.ndarray, cfg: PreprocessConfig, rng: np.random.Gen
         image = imagenet_autoaugment(np.ascontiguousarray(image), rng)
     if cfg.color_jitter:
         image = color_jitter(image, cfg.color_jitter, rng)
-    return normalize_to_chw(image, cfg.mean, cfg.std)
+    return image
