@@ -11,8 +11,8 @@ from utils.cli import run
 
 
 def main(argv):
-    from utils.args import UsageError
     from utils.checkpoint import EMA_WEIGHTS, WEIGHTS, load_state_file, save_weights
+    from utils.errors import UsageError
     from utils.outputs import probe_output_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

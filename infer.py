@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="class names: 'index name' lines or one name per line "
                             "(default for 1000 classes: utils/tools/readable_label.txt)")
     group.add_argument("--save_json_path", type=str, default=None, help="also write the JSON results here")
+    group.add_argument("--temperature", type=float, default=1.0,
+                       help="scores are softmax(logits / T): eval.py's fitted \"temperature\" calibrates them; "
+                            "stored in the export")
     group.add_argument("--engine", type=str, default=None, choices=("dygraph", "inference"),
                        help="dygraph, or inference (Paddle Inference with oneDNN); default on CPU: inference "
                             "when its first batch gives the same top-k as dygraph")
@@ -59,6 +62,7 @@ def main(argv):
 
     args = parse(build_parser(), argv)
     print_arguments(args, out=sys.stderr)
+    infer.check_temperature(args.temperature)
     exporting = args.save_inference or args.save_onnx
     if args.save_json_path:
         probe_output_file(args.save_json_path, "--save_json_path")
@@ -75,7 +79,7 @@ def main(argv):
     export_dir = None
     if exporting:
         export_dir = save_inference_model(model, os.path.join(args.model_save_dir, args.model), args.model,
-                                          class_dim, cfg, names)
+                                          class_dim, cfg, names, args.temperature)
         infer.log(f"exported to {export_dir}")
     if args.save_onnx:
         onnx_path = export_onnx(export_dir)
@@ -87,7 +91,8 @@ def main(argv):
     options = infer.inference_options(args, args.batch_size, device)
     engine = infer.engine_for_model(args.engine, device, model, cfg, options, args.topk, export_dir)
     batches = infer.iter_batches(items, cfg, args.batch_size, options.cpu_threads)
-    records = infer.classify(batches, engine, args.topk, names, on_record=lambda r: infer.log(infer.format_record(r)))
+    records = infer.classify(batches, engine, args.topk, names, on_record=lambda r: infer.log(infer.format_record(r)),
+                             temperature=args.temperature)
     return infer.emit_results(records, args.save_json_path, args.data_dir, args.max_bad_image_fraction)
 
 

@@ -5,6 +5,8 @@
     python predict.py --inference_model=output/ResNet50_vd --image_path=cat.jpg --topk=5
     python predict.py --inference_model=output/ResNet50_vd --data_dir=photos/ --batch_size=32
     python predict.py --inference_model=output/ResNet50_vd --data_dir=data/val_list.txt --eval=True
+    python predict.py --model_file=./ResNet50_vd/model --params_file=./ResNet50_vd/params \
+        --image_path=cat.jpg --gpu_id=0 --gpu_mem=1024          # the classic form (a classic export too)
 
 Preprocessing and class names come from the export (preprocess.json, labels.txt). CPU runs use oneDNN
 with --cpu_threads; --use_gpu=True runs on --gpu_id, with TensorRT under --use_tensorrt=True. The output
@@ -22,8 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     flags.add_env_args(parser)
     group = parser.add_argument_group("model and inputs")
-    group.add_argument("--inference_model", "--model_dir", type=str, required=True,
+    group.add_argument("--inference_model", "--model_dir", type=str, default=None,
                        help="directory written by infer.py --save_inference=True")
+    group.add_argument("--model_file", type=str, default=None,
+                       help="classic form: the program file (a classic export's 'model', or an export's "
+                            "inference.json/.pdmodel); with --params_file")
+    group.add_argument("--params_file", type=str, default=None,
+                       help="classic form: the parameters file ('params', or inference.pdiparams)")
     group.add_argument("--image_path", type=str, default=None, help="one image to classify")
     group.add_argument("--data_dir", type=str, default=None,
                        help="a folder (walked recursively) or a list file of 'path [label]' lines")
@@ -32,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--class_map_path", type=str, default=None,
                        help="class names: 'index name' lines or one name per line (default: the export's labels)")
     group.add_argument("--save_json_path", type=str, default=None, help="also write the JSON results here")
+    group.add_argument("--temperature", type=float, default=None,
+                       help="scores are softmax(logits / T) (default: the export's, from infer.py --temperature)")
     group.add_argument("--eval", type=flags.str2bool, default=False,
                        help="with a labelled list in --data_dir: print top-1/top-5 accuracy")
     group = parser.add_argument_group("runtime")
@@ -42,29 +51,54 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--gpu_mem", type=int, default=500, help="initial GPU memory pool in MB")
     group.add_argument("--use_tensorrt", type=flags.str2bool, default=False,
                        help="TensorRT subgraphs (GPU builds compiled with TensorRT)")
+    group.add_argument("--precision", type=str, default="fp32", choices=("fp32", "fp16"),
+                       help="Paddle Inference precision: fp16 (half) on the GPU; fp32 on the CPU")
+    group = parser.add_argument_group("preprocessing of a classic export (--model_file/--params_file)")
+    group.add_argument("--model", type=str, default=None, help="take the preprocessing of this zoo model")
+    group.add_argument("--image_shape", nargs="+", action=flags.ShapeAction, default=None,
+                       help="C H W (default: --model's, else 3 224 224)")
+    group.add_argument("--resize_short_size", type=int, default=None, help="default: --model's, else 256")
+    group.add_argument("--interpolation", type=str, default=None, help="default: --model's, else bilinear")
+    group.add_argument("--image_mean", nargs=3, type=float, default=None, help="RGB mean, 0-1 (default: ImageNet)")
+    group.add_argument("--image_std", nargs=3, type=float, default=None, help="RGB std, 0-1 (default: ImageNet)")
     return parser
 
 
 def main(argv):
     from utils import inference as infer
-    from utils.args import parse, print_arguments
+    from utils.args import UsageError, parse, print_arguments
+    from utils.classic_export import check_model_flags, load_classic
     from utils.cli import select_device
     from utils.outputs import probe_output_file
+    from utils.runtime import flag_value
 
     args = parse(build_parser(), argv)
     print_arguments(args, out=sys.stderr)
+    if args.temperature is not None:
+        infer.check_temperature(args.temperature)
     if args.save_json_path:
         probe_output_file(args.save_json_path, "--save_json_path")
+    check_model_flags(args)
     args.use_gpu = select_device(args.use_gpu) == "gpu"
-    deployed = infer.load_export(args.inference_model)
-    items = infer.collect_images(args.image_path, args.data_dir)
+    if not args.use_gpu and any(flag_value(argv, f) for f in ("--gpu_id", "--gpu_mem")):
+        infer.log("note: no GPU in use: --gpu_id/--gpu_mem are not used (pass --use_gpu=True to require one)")
+    options = infer.inference_options(args, args.batch_size)
+    if args.inference_model:
+        deployed = infer.load_export(args.inference_model)
+        items = infer.collect_images(args.image_path, args.data_dir)
+        engine = infer.engine_for_export(args.engine, deployed, options)
+    else:
+        if args.engine != "inference":
+            raise UsageError(f"--engine {args.engine}: --model_file/--params_file run on Paddle Inference")
+        items = infer.collect_images(args.image_path, args.data_dir)
+        deployed, engine = load_classic(args, options)
     infer.check_topk(args.topk, deployed.class_dim)
     names = infer.read_class_map(args.class_map_path, deployed.class_dim) if args.class_map_path else deployed.labels
     accuracy = infer.eval_accumulator(items, args.eval)
-    engine = infer.engine_for_export(args.engine, deployed, infer.inference_options(args, args.batch_size))
     infer.log(f"model: {deployed.model} ({deployed.class_dim} classes) from {deployed.directory}, engine {args.engine}")
     batches = infer.iter_batches(items, deployed.preprocess, args.batch_size, infer.decode_threads(args))
-    records = infer.classify(batches, engine, args.topk, names, accuracy=accuracy,
+    temperature = deployed.temperature if args.temperature is None else args.temperature
+    records = infer.classify(batches, engine, args.topk, names, accuracy=accuracy, temperature=temperature,
                              on_record=lambda r: infer.log(infer.format_record(r)))
     if accuracy is not None:
         infer.log(f"[eval] {deployed.model} top1 {accuracy.top(1):.4f} top5 {accuracy.top(5):.4f} "

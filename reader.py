@@ -9,6 +9,7 @@ the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -30,7 +31,7 @@ from utils.transforms import (
     train_augment,
     train_transform,
 )
-from utils.workers import init_reader_worker
+from utils.workers import init_reader_worker, one_opencv_thread_for_forked_workers
 
 
 class ListFileError(ValueError):
@@ -157,6 +158,75 @@ def resolve_list(data_dir: str, list_arg: str | None, default_name: str) -> str:
     if os.path.exists(list_arg) or os.path.isabs(list_arg):
         return list_arg
     return os.path.join(data_dir, list_arg)
+
+
+# ---------------------------------------------------------------- folder data sets (ImageFolder layout)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+TRAIN_SPLIT = "train"  # its class folders define the class ids of every split
+
+
+def images_under(folder: str) -> list[str]:
+    """Image files under ``folder`` (recursively, by extension), sorted."""
+    found = []
+    for current, _dirs, files in os.walk(folder):
+        found += [os.path.join(current, f) for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return sorted(found)
+
+
+def class_folders(folder: str) -> list[str]:
+    """The class folder names in ``folder``, sorted: class id = position (hidden folders left out)."""
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+
+
+def folder_dataset(data_dir: str, split: str) -> tuple[ListSummary, list[str]]:
+    """``<data_dir>/<split>/<class>/**/<image>`` as samples and the class names. Class ids are the sorted
+    folder names of ``<data_dir>/train`` (the training classes), so every split numbers them alike."""
+    split_dir = os.path.join(data_dir, split)
+    train_dir = os.path.join(data_dir, TRAIN_SPLIT)
+    classes = class_folders(train_dir if os.path.isdir(train_dir) else split_dir)
+    unknown = sorted(set(class_folders(split_dir)) - set(classes))
+    if unknown:
+        raise ListFileError(f"{split_dir}: class folder(s) {', '.join(unknown[:5])} are not in {train_dir}; "
+                            "every split needs the training classes' folder names")
+    samples = []
+    for label, name in enumerate(classes):
+        found = images_under(os.path.join(split_dir, name))
+        if not found and split == TRAIN_SPLIT:
+            _warn_stderr(f"{os.path.join(split_dir, name)}: class {label} has no images")
+        samples += [Sample(path, label) for path in found]
+    if not samples:
+        raise ListFileError(f"{split_dir}: no images in class folders (expected {split_dir}/<class>/<image>, "
+                            f"extensions {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return ListSummary(samples, len(classes), 0), classes
+
+
+@dataclass
+class SplitData:
+    """One split's samples, from a list file or from class folders."""
+    summary: ListSummary
+    class_names: list[str] | None  # the folder names (a folder data set); None for a list file
+    list_path: str | None  # the list file read, None for a folder data set
+    source: str  # what was read, for messages
+
+
+def resolve_split(data_dir: str, list_arg: str | None, default_name: str, split: str, class_dim: int | None = None,
+                  warn: Callable[[str], None] | None = _warn_stderr) -> SplitData:
+    """``--train_list``/``--val_list`` when given; else ``<data_dir>/<default_name>`` when it exists; else the
+    folder data set ``<data_dir>/<split>/<class>/...`` (the classic readers took a list or a folder)."""
+    list_path = resolve_list(data_dir, list_arg, default_name)
+    split_dir = os.path.join(data_dir, split)
+    if list_arg or os.path.isfile(list_path) or not os.path.isdir(split_dir):
+        if not list_arg and not os.path.isfile(list_path):
+            raise ListFileError(f"{list_path}: list file not found, and no folder data set {split_dir}/<class>/... "
+                                "(set --data_dir, give the list with --train_list/--val_list, or run "
+                                "data/make_lists.py)")
+        return SplitData(parse_list_file(list_path, data_dir, class_dim, warn=warn), None, list_path, list_path)
+    summary, classes = folder_dataset(data_dir, split)
+    if class_dim is not None and len(classes) > class_dim:
+        raise ListFileError(f"{split_dir}: {len(classes)} class folders but class_dim {class_dim}; raise "
+                            "--class_dim or remove folders")
+    return SplitData(summary, classes, None, split_dir)
 
 
 # ---------------------------------------------------------------- dataset
@@ -300,9 +370,9 @@ def check_shared_memory(batch_bytes: int, workers: int, prefetch: int) -> None:
     if need > free:
         mib = 2**20
         raise UsageError(f"{SHARED_MEMORY} has {free / mib:.0f} MiB free, but {workers} --reader_thread workers x "
-                         f"{prefetch} --reader_buf_size batches of {batch_bytes / mib:.1f} MiB need {need / mib:.0f} "
-                         "MiB: lower --reader_thread or --reader_buf_size, or give the container more shared "
-                         "memory (docker run --shm-size=...)")
+                         f"{prefetch} --prefetch_batches batches of {batch_bytes / mib:.1f} MiB need {need / mib:.0f} "
+                         "MiB: lower --reader_thread or --prefetch_batches (classic: --reader_buf_size), or give the "
+                         "container more shared memory (docker run --shm-size=...)")
 
 
 class _DropPlaceholders:
@@ -315,7 +385,12 @@ class _DropPlaceholders:
         return len(self.loader)
 
     def __iter__(self):
-        for images, labels, indices, bad in self.loader:
+        # Finalise unreachable DALI pipelines before forking: their source-worker pool waits, when closed, for
+        # its sockets to reach EOF, which never happens while a forked worker holds inherited copies (a hang).
+        gc.collect()
+        with one_opencv_thread_for_forked_workers():
+            batches = iter(self.loader)  # forks the decode workers
+        for images, labels, indices, bad in batches:
             if len(labels) == 1 and int(labels[0]) == BAD_LABEL:
                 yield images[:0], labels[:0], indices[:0], bad
             else:

@@ -103,18 +103,29 @@ def main(argv=None) -> int:
     return 0
 
 
-def loader_rate(paths: list[str], use_dali: bool, workers: int, batch: int = 32) -> float:
-    """images/s of a full training loader (decode + crop 224 + flip + normalise, batched), cv2 or DALI-CPU."""
+def loader_rate(paths: list[str], use_dali: bool, workers: int, batch: int = 32, uint8_hwc: bool = False,
+                prefetch: int = 2) -> float:
+    """images/s of a full training loader (decode + crop 224 + flip, batched; normalised to float32 CHW in
+    the workers, or shipped as uint8 HWC and normalised by the consumer, as the trainer does), cv2 or DALI-CPU."""
     from reader import EpochBatchSampler, ImageListDataset, Sample, make_loader
+    from utils.transforms import DeviceNormalizer
 
     samples = [Sample(path, 0) for path in paths]
-    dataset = ImageListDataset(samples, PreprocessConfig(crop_size=224), training=True, seed=0)
+    config = PreprocessConfig(crop_size=224)
+    dataset = ImageListDataset(samples, config, training=True, seed=0, uint8_hwc=uint8_hwc)
     sampler = EpochBatchSampler(len(samples), batch, shuffle=True, seed=0)
-    loader = make_loader(dataset, sampler, workers=workers, prefetch=4, use_dali=use_dali)
+    loader = make_loader(dataset, sampler, workers=workers, prefetch=prefetch, use_dali=use_dali)
+    normalize = DeviceNormalizer(config.mean, config.std)
     start, count = time.perf_counter(), 0
     for images, _labels, _indices, _bad in loader:
-        count += int(images.shape[0])
+        normalize(images)  # what the trainer does with every batch (a pass-through for float batches)
+        count += len(_labels)
     return count / (time.perf_counter() - start)
+
+
+def shared_memory_per_rank(batch: int, workers: int, prefetch: int, uint8_hwc: bool, size: int = 224) -> float:
+    """MiB of /dev/shm the loader's prefetched batches hold per training process."""
+    return batch * size * size * 3 * (1 if uint8_hwc else 4) * workers * prefetch / 2**20
 
 
 def compare_loaders(data_dir: str, images: int = 600) -> None:
@@ -124,7 +135,12 @@ def compare_loaders(data_dir: str, images: int = 600) -> None:
     paths = image_paths(data_dir, images)
     workers = usable_cores()
     print(f"training loader, {len(paths)} Imagenette JPEGs, batch 32, {workers} workers/threads:")
-    print(f"  cv2 reader (DataLoader workers)  {loader_rate(paths, False, workers):8.0f} img/s")
+    for uint8_hwc, prefetch, label in ((False, 8, "float32 CHW, prefetch 8 (before)"),
+                                       (True, 2, "uint8 HWC, prefetch 2 (now)   ")):
+        rate = loader_rate(paths, False, workers, uint8_hwc=uint8_hwc, prefetch=prefetch)
+        shm = shared_memory_per_rank(32, workers, prefetch, uint8_hwc)
+        print(f"  cv2 reader, {label}  {rate:8.0f} img/s, /dev/shm per rank {shm:7.1f} MiB "
+              f"(8 workers, batch 64: {shared_memory_per_rank(64, 8, prefetch, uint8_hwc):.0f} MiB)")
     if importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali"):
         print(f"  DALI CPU pipeline (DLPack)       {loader_rate(paths, True, workers):8.0f} img/s")
     else:

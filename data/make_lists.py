@@ -7,24 +7,16 @@ ROOT/<class_name>/**/<image> -> ROOT/train_list.txt, ROOT/val_list.txt (``relati
 ROOT/labels.txt (``label class_name``, classes sorted by name). If ROOT has ``train/`` and ``val/``
 sub-trees, they are used as the split and --val_fraction is ignored. Then:
     python train.py --data_dir ROOT --model ResNet50_vd ...
+(Such a ROOT/train + ROOT/val tree needs no lists: without list files the scripts read the folders.)
 """
 import argparse
 import os
 import random
 import sys
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def images_under(folder: str) -> list[str]:
-    found = []
-    for current, _dirs, files in os.walk(folder):
-        found += [os.path.join(current, f) for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-    return sorted(found)
-
-
-def class_folders(folder: str) -> list[str]:
-    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+# the readers' own folder rules (class ids = sorted folder names), so lists and folder data sets agree
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from reader import class_folders, images_under  # noqa: E402
 
 
 def list_lines(root: str, tree: str, classes: list[str]) -> list[str]:

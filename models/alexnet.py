@@ -4,6 +4,11 @@ dropout. Key layout of the PaddleClas weights: ``_conv1`` / ``_conv2`` / ``_conv
 (``_convN._conv``), ``_conv3`` / ``_conv4`` plain convs, ``_fc6`` .. ``_fc8``.
 
 The first fully connected layer takes the flattened 256x6x6 map, so the network needs 224x224 inputs.
+
+Dropout follows the published PaddleClas weights, which were trained with "downscale_in_infer" dropout
+(kept activations unscaled in training, all activations scaled by 1 - p in eval), not the classic
+``nn.Dropout`` default (upscale_in_train): with those weights the default gives other logits in eval,
+and fine-tuning under it would change the scale the later layers were trained for.
 """
 from __future__ import annotations
 
@@ -50,9 +55,9 @@ class AlexNet(ClassifierNet):
         self._conv3 = nn.Conv2D(192, 384, 3, padding=1)
         self._conv4 = nn.Conv2D(384, 256, 3, padding=1)
         self._conv5 = ConvPool(256, 256, 3, stride=1, padding=1)
-        self._drop6 = nn.Dropout(DROPOUT)
+        self._drop6 = nn.Dropout(DROPOUT, mode="downscale_in_infer")
         self._fc6 = nn.Linear(FEATURE_MAP[0] * FEATURE_MAP[1] * FEATURE_MAP[2], HIDDEN)
-        self._drop7 = nn.Dropout(DROPOUT)
+        self._drop7 = nn.Dropout(DROPOUT, mode="downscale_in_infer")
         self._fc7 = nn.Linear(HIDDEN, HIDDEN)
         self._fc8 = nn.Linear(HIDDEN, class_dim)
         self.num_features = HIDDEN

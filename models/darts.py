@@ -6,6 +6,11 @@ Reduction cells, at 1/3 and 2/3 of the depth, halve the resolution and double th
 downsamples 8x with three strided 3x3 convs. Genotypes and network sizes are those of the classic PaddleCV
 suite's DARTS_4M / DARTS_6M (``../shared/zoo/darts_genotypes.json`` records them; they are repeated here so
 the model builds without the reference data).
+
+Sizes (PaddleClas has no DARTS, so the check is against the paper): with the paper's own DARTS-V2 cells this
+stem/cell/head code has exactly the paper's ImageNet size, 4,718,752 parameters ("4.7M"); the classic
+DARTS_4M genotype's reduction cells hold a strided sep_conv_3x3 and a sep_conv_5x5 instead of pools and
+skips, hence its 4.92M. "4M" is a nominal name, not a parameter count.
 """
 from __future__ import annotations
 

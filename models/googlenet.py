@@ -9,6 +9,11 @@ As in the classic suite, whose published weights this layout loads: convolutions
 BatchNorm and no activation of their own; a ReLU follows each Inception concat (the max pools keep the
 stem non-linear). No local response normalisation.
 
+Dropout (main head 0.4, auxiliary heads 0.7) follows the published PaddleClas weights, which were trained
+with "downscale_in_infer" dropout (kept activations unscaled in training, all scaled by 1 - p in eval), not
+the ``nn.Dropout`` default (upscale_in_train): with those weights the default gives other logits in eval,
+and fine-tuning under it would change the scale the classifiers were trained for.
+
 State_dict keys: stem ``_conv``, ``_conv_1``, ``_conv_2``; modules ``_ince3a`` .. ``_ince5b`` with
 ``_conv1``, ``_conv3r``, ``_conv3``, ``_conv5r``, ``_conv5``, ``_convprj`` (each ``._conv``); main
 classifier ``_fc_out``; auxiliary heads ``_conv_o1``, ``_fc_o1``, ``_out1`` and ``_conv_o2``, ``_fc_o2``,
@@ -129,7 +134,7 @@ class GoogLeNet(ClassifierNet):
                 aux_channels.append(channels)
         self.num_features = channels
         self._avg_pool = nn.AdaptiveAvgPool2D(1)
-        self._drop = nn.Dropout(dropout)
+        self._drop = nn.Dropout(dropout, mode="downscale_in_infer")
         self._fc_out = nn.Linear(channels, class_dim, weight_attr=_uniform_fan_in(channels))
         aux_features = AUX_CONV_CHANNELS * AUX_GRID * AUX_GRID
         self._conv_o1 = ConvLayer(aux_channels[0], AUX_CONV_CHANNELS, 1)
@@ -138,7 +143,7 @@ class GoogLeNet(ClassifierNet):
         self._conv_o2 = ConvLayer(aux_channels[1], AUX_CONV_CHANNELS, 1)
         self._fc_o2 = nn.Linear(aux_features, AUX_HIDDEN, weight_attr=_uniform_fan_in(aux_features))
         self._out2 = nn.Linear(AUX_HIDDEN, class_dim, weight_attr=_uniform_fan_in(AUX_HIDDEN))
-        self._drop_aux = nn.Dropout(aux_dropout)
+        self._drop_aux = nn.Dropout(aux_dropout, mode="downscale_in_infer")
 
     def _trunk(self, x: paddle.Tensor) -> tuple[paddle.Tensor, list[paddle.Tensor]]:
         """Final feature map, plus the outputs of the modules that feed the auxiliary heads."""

@@ -4,6 +4,10 @@ expands) and a 1x1 conv classifier followed by global average pooling.
 PaddleClas key layout: ``_conv`` stem, Fire modules ``_conv1`` .. ``_conv8`` (each ``_conv``,
 ``_conv_path1``, ``_conv_path2``) and the classifier conv ``_conv9``. 1.1 has a 3x3 stem and pools
 earlier: 2.4x less computation at the same accuracy.
+
+Stems as PaddleClas builds them, which its published weights were trained with: 1.0's 7x7 stem is
+unpadded; 1.1's 3x3 stem pads 1 pixel (the original Caffe SqueezeNet 1.1 does not pad), so at 224 its
+map is 112x112, not 111x111.
 """
 from __future__ import annotations
 
@@ -15,13 +19,13 @@ from models.registry import ModelMeta, register_model
 
 # Fire modules (squeeze channels, expand channels per path), the paper's Table 1; shared by both versions
 FIRE_CONFIG = ((16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256))
-# version -> (stem channels, stem kernel, Fire modules (1-based) followed by a 3x3/2 max pool)
+# version -> (stem channels, stem kernel, stem padding, Fire modules (1-based) followed by a 3x3/2 max pool)
 NET_CONFIG = {
-    "1_0": (96, 7, (3, 7)),
-    "1_1": (64, 3, (2, 4)),
+    "1_0": (96, 7, 0, (3, 7)),
+    "1_1": (64, 3, 1, (2, 4)),
 }
-# smallest input for which no max-pool window overhangs its input (stem unpadded, pools without ceil mode)
-MIN_INPUT_SIZE = {"1_0": 35, "1_1": 31}
+# smallest input for which no max-pool window overhangs its input (pools without ceil mode)
+MIN_INPUT_SIZE = {"1_0": 35, "1_1": 29}
 
 
 def _meta(version: str) -> ModelMeta:
@@ -63,8 +67,8 @@ class SqueezeNet(ClassifierNet):
         super().__init__()
         if version not in NET_CONFIG:
             raise ValueError(f"SqueezeNet version {version!r} is not one of {sorted(NET_CONFIG)}")
-        stem_ch, stem_kernel, pool_after = NET_CONFIG[version]
-        self._conv = nn.Conv2D(3, stem_ch, stem_kernel, stride=2)
+        stem_ch, stem_kernel, stem_padding, pool_after = NET_CONFIG[version]
+        self._conv = nn.Conv2D(3, stem_ch, stem_kernel, stride=2, padding=stem_padding)
         self.relu = nn.ReLU()
         self.max_pool = nn.MaxPool2D(3, 2)
         self.pool_after = set(pool_after)

@@ -3,6 +3,11 @@
 Five blocks of 3x3 convs + ReLU, each closed by 2x2 max-pooling, then three fully connected layers with
 dropout. Key layout of the PaddleClas weights: ``conv_block_N.convK`` (bias-free convs, no BatchNorm) and
 ``fc1`` .. ``fc3``. fc1 takes the flattened 512x7x7 map, so the network needs 224x224 inputs.
+
+Dropout follows the published PaddleClas weights, which were trained with "downscale_in_infer" dropout
+(kept activations unscaled in training, all activations scaled by 1 - p in eval), not the classic
+``nn.Dropout`` default (upscale_in_train): with those weights the default gives other logits in eval,
+and fine-tuning under it would change the scale the later layers were trained for.
 """
 from __future__ import annotations
 
@@ -59,9 +64,9 @@ class VGG(ClassifierNet):
             setattr(self, f"conv_block_{index}", ConvBlock(in_channels, width, num_convs))
             in_channels = width
         self.fc1 = nn.Linear(FEATURE_MAP[0] * FEATURE_MAP[1] * FEATURE_MAP[2], HIDDEN)
-        self.drop1 = nn.Dropout(DROPOUT)
+        self.drop1 = nn.Dropout(DROPOUT, mode="downscale_in_infer")
         self.fc2 = nn.Linear(HIDDEN, HIDDEN)
-        self.drop2 = nn.Dropout(DROPOUT)
+        self.drop2 = nn.Dropout(DROPOUT, mode="downscale_in_infer")
         self.fc3 = nn.Linear(HIDDEN, class_dim)
         self.num_features = HIDDEN
 

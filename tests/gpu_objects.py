@@ -28,12 +28,18 @@ class _GpuPlace:
 
 
 class _TracerOnGpu:
+    """The real tracer, except that its expected place answers "GPU"; AMP state set on it (auto_cast's
+    level, dtype and op lists) reaches the real tracer, so eager ops really cast their inputs."""
+
     def __init__(self, tracer):
-        self._tracer = tracer
-        self._expected_place = _GpuPlace()
+        object.__setattr__(self, "_tracer", tracer)
+        object.__setattr__(self, "_expected_place", _GpuPlace())
 
     def __getattr__(self, name):
         return getattr(self._tracer, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._tracer, name, value)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import run_script, subset_list
 from tests.gpu_objects import create_master_weights, gpu_place_for_amp
 from utils.amp import AmpSettings, restore_scaler, scaler_state
-from utils.args import UsageError
+from utils.errors import UsageError
 
 
 def amp_args(**overrides):
@@ -178,8 +178,8 @@ def test_scaler_state_of_earlier_checkpoints_still_restores():
 def test_restricted_loader_takes_what_paddle_optimizers_write_and_nothing_that_runs_code(tmp_path):
     import pickle
 
-    from utils.args import UsageError
     from utils.checkpoint import load_state_file
+    from utils.errors import UsageError
 
     model = paddle.nn.Linear(3, 2)
     optimizer = paddle.optimizer.Momentum(learning_rate=0.1, parameters=model.parameters())
@@ -196,3 +196,19 @@ def test_restricted_loader_takes_what_paddle_optimizers_write_and_nothing_that_r
     (tmp_path / "evil.pdopt").write_bytes(pickle.dumps({"x": Evil()}))
     with pytest.raises(UsageError, match="builtins.print"):
         load_state_file(str(tmp_path / "evil.pdopt"))
+
+
+def test_o2_validation_feeds_the_reduced_precision_model_under_autocast(digits_dir, tmp_path):
+    """Under O2 the parameters are bfloat16/float16 and the loader's batches float32: a plain forward fails
+    (the defect of validating outside auto_cast); the trainer's validation runs under the training
+    precision, so auto_cast casts the inputs (here to what the CPU has kernels for) and it completes."""
+    subset_list(digits_dir / "val_list.txt", tmp_path / "v.txt", 12)
+    trainer = _trainer(digits_dir, tmp_path, "--use_pure_fp16=True", "--amp_dtype=bfloat16", "--validate=True",
+                       f"--val_list={tmp_path / 'v.txt'}", "--test_batch_size=4")
+    trainer.close()
+    assert trainer.model.parameters()[0].dtype == paddle.bfloat16
+    with pytest.raises(ValueError, match="does not match the type of data"):
+        trainer.model(paddle.randn([2, 3, 32, 32]))
+    with gpu_place_for_amp():
+        accuracy, skipped = trainer.validate()
+    assert (accuracy.samples, skipped) == (12, 0)

@@ -5,7 +5,6 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.args import UsageError
 from utils.checkpoint import (
     META,
     latest_checkpoint,
@@ -14,6 +13,7 @@ from utils.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from utils.errors import UsageError
 
 
 class Tiny(paddle.nn.Layer):

@@ -10,7 +10,7 @@ import pytest
 
 from reader import EpochBatchSampler, ImageListDataset, Sample, make_loader, parse_list_file
 from tests.conftest import IMAGENETTE, run_script, subset_list
-from utils.args import UsageError
+from utils.errors import UsageError
 from utils.transforms import PreprocessConfig
 
 HAS_DALI = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None

@@ -5,7 +5,7 @@ import paddle
 import pytest
 
 import models
-from models.efficientnet import same_padding
+from models.efficientnet import NET_CONFIG, same_padding, stage_input_sizes
 from tests.conftest import SHARED
 from utils.transforms import center_crop, normalize_to_chw, read_image, resize_short
 
@@ -53,9 +53,22 @@ def test_same_padding_matches_tensorflow(size, kernel, stride, expected):
     assert same_padding(size, kernel, stride) == expected
 
 
+@pytest.mark.parametrize("variant, table", [
+    # PaddleClas 2.6 ppcls/arch/backbone/model_zoo/efficientnet.py, inp_shape: the sizes its 'SAME' rule
+    # plans the stem and stages 1-7 for
+    ("b0", [224, 112, 112, 56, 28, 14, 14, 7]),
+    ("b2", [260, 130, 130, 65, 33, 17, 17, 9]),
+    ("b5", [456, 228, 228, 114, 57, 29, 29, 15]),
+    ("b7", [600, 300, 300, 150, 75, 38, 38, 19]),
+])
+def test_paddleclas_same_plan_is_paddleclas_table(variant, table):
+    assert stage_input_sizes(NET_CONFIG[variant][2]) == table
+
+
 @pytest.mark.parametrize("size", [64, 65])
 def test_same_padding_output_size_is_ceil_of_input_over_stride(size):
-    model = models.build_model("EfficientNetB0_small", class_dim=3)
+    # Lite0 is the variant whose 'SAME' is TensorFlow's (PaddleClas's B0_small defaults to 'DYNAMIC')
+    model = models.build_model("EfficientNetLite0", class_dim=3)
     model.eval()
     with paddle.no_grad():
         features = model.forward_features(paddle.rand([1, 3, size, size]))

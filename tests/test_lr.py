@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from utils.args import UsageError
+from utils.errors import UsageError
 from utils.lr import ScheduleSpec, build_scheduler
 
 SPEC = ScheduleSpec(base_lr=0.1, steps_per_epoch=10, num_epochs=100, warmup_epochs=5,

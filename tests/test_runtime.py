@@ -116,7 +116,13 @@ def opencv_threads_in_workers(init_fn):
 
 
 def test_reader_workers_run_opencv_on_one_thread():
-    assert opencv_threads_in_workers(init_reader_worker) == {1}
+    from utils.workers import one_opencv_thread_for_forked_workers
+
+    cv2.resize(np.zeros((512, 512, 3), np.uint8), (300, 300))  # the parent has used OpenCV's thread pool
+    before = cv2.getNumThreads()
+    with one_opencv_thread_for_forked_workers():
+        assert opencv_threads_in_workers(init_reader_worker) == {1}
+    assert cv2.getNumThreads() == before  # the parent keeps its own threads
     if usable_cores() > 1:  # without it each worker would take every core (the test can fail)
         assert opencv_threads_in_workers(None) != {1}
 

@@ -6,7 +6,7 @@ import paddle.inference as paddle_infer
 import pytest
 
 from tests.conftest import run_script
-from utils.args import UsageError
+from utils.errors import UsageError
 from utils.inference import PaddleInferenceEngine, model_files
 
 
@@ -47,3 +47,18 @@ def test_predict_with_use_tensorrt_on_a_cpu_build_is_one_line(export_40px, digit
     assert proc.returncode == 2
     assert "error: --use_tensorrt=True needs --use_gpu=True" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_half_precision_is_a_gpu_setting_refused_on_the_cpu_in_one_line(export_40px, tmp_path):
+    image = tmp_path / "x.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(image), np.full((40, 40, 3), 128, np.uint8))
+    for script, flags in (("predict.py", [f"--inference_model={export_40px}", f"--image_path={image}"]),
+                          ("predict.py", [f"--inference_model={export_40px}", f"--image_path={image}",
+                                          "--engine=onnxruntime", "--use_gpu=False"]),
+                          ("eval.py", [f"--inference_model={export_40px}", f"--data_dir={tmp_path}"])):
+        proc = run_script(script, *flags, "--precision=fp16", check=False)
+        assert proc.returncode == 2, (script, proc.stderr[-1500:])
+        assert "--precision fp16" in proc.stderr and "Traceback" not in proc.stderr

@@ -81,7 +81,7 @@ def test_finetune_from_1000_classes_skips_the_head_and_eval_reports_json(small_d
 
 
 def test_ema_clean_writes_weights_eval_loads_and_visualdl_logs(small_data, tmp_path):
-    train(small_data, tmp_path / "o", "--num_epochs=1", "--use_ema=True", f"--vdl_log_dir={tmp_path / 'vdl'}")
+    out = train(small_data, tmp_path / "o", "--num_epochs=1", "--use_ema=True", f"--vdl_log_dir={tmp_path / 'vdl'}")
     from visualdl import LogReader
 
     records = [f for f in os.listdir(tmp_path / "vdl") if "vdlrecords" in f]
@@ -89,6 +89,14 @@ def test_ema_clean_writes_weights_eval_loads_and_visualdl_logs(small_data, tmp_p
     reader = LogReader(file_path=str(tmp_path / "vdl" / records[0]))
     assert len(reader.get_data("scalar", "train/loss")) == 4  # one per step (print_step=1)
     assert reader.get_data("scalar", "val/top1")
+    assert len(reader.get_data("image", "val/confusion_matrix")) == 1  # one per validation
+    # the final validation's per-class recall: in the log, and in the checkpoint's meta.json
+    assert "[val] epoch 0 per-class recall: class " in out.stdout
+    meta = json.loads((tmp_path / "o" / "ResNet18" / "0" / "meta.json").read_text())
+    top1 = float(out.stdout.split("[val] epoch 0 top1 ")[1].split()[0])
+    per_class = meta["val_per_class"]
+    assert sum(row["support"] for row in per_class) == 40
+    assert sum(row["recall"] * row["support"] for row in per_class) == pytest.approx(top1 * 40, abs=1e-3)
     run_script("ema_clean.py", f"--ema_model_dir={tmp_path / 'o' / 'ResNet18' / '0'}",
                f"--cleaned_model_dir={tmp_path / 'clean'}")
     ema = weights(tmp_path / "o" / "ResNet18" / "0" / "ema.pdparams")

@@ -107,7 +107,7 @@ def test_an_unwritable_model_save_dir_is_refused_before_training(data, tmp_path)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     proc = run_script("train.py", *SMALL, *data, "--num_epochs=1", f"--model_save_dir={blocker}", check=False)
-    assert proc.returncode == 2 and "--model_save_dir" in proc.stderr and "cannot write there" in proc.stderr
+    assert proc.returncode == 2 and "--model_save_dir" in proc.stderr and "is a file, not a directory" in proc.stderr
     assert "[train]" not in proc.stdout
 
 
@@ -153,6 +153,8 @@ def test_device_normalisation_of_uint8_batches_equals_the_cpu_path_bit_for_bit()
         got = normalize(given)
         assert got.dtype == paddle.float32 and got.shape == [3, 3, 17, 19]
         np.testing.assert_array_equal(got.numpy(), expected)
+    # the Paddle-op path a GPU batch takes, run here on the CPU: the same float32 operations
+    np.testing.assert_array_equal(normalize.on_device(paddle.to_tensor(batch)).numpy(), expected)
     floating = paddle.to_tensor(expected)  # already normalised (the DALI reader): passed through
     assert normalize(floating) is floating
 
@@ -164,3 +166,18 @@ def test_too_little_shared_memory_for_the_loader_is_one_line_naming_dev_shm(data
                       "--reader_buf_size=100000000", "--num_epochs=1", f"--model_save_dir={tmp_path}", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "/dev/shm has" in proc.stderr and "--reader_buf_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_use_gpu_false_on_gpus_assigned_by_the_launcher_is_one_line(monkeypatch):
+    """On a GPU build, `paddle.distributed.launch --devices 0,1 train.py --use_gpu=False` would otherwise end
+    in init_parallel_env tracebacks (a CPU build's launcher refuses --devices itself, before train.py)."""
+    import paddle
+
+    from utils import distributed
+    from utils.errors import UsageError
+
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
+    monkeypatch.setenv("FLAGS_selected_gpus", "0")
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: True)
+    with pytest.raises(UsageError, match="--use_gpu=False, but paddle.distributed.launch started 2 processes"):
+        distributed.init("cpu")

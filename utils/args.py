@@ -7,6 +7,7 @@ exported model preprocess the same way.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from utils.errors import UsageError  # noqa: F401  (re-exported: scripts import it from here)
@@ -33,7 +34,7 @@ def _shape(text: str) -> list[int]:
     return [int(v) for v in text.replace(",", " ").split()]
 
 
-class _ShapeAction(argparse.Action):
+class ShapeAction(argparse.Action):
     """--image_shape 3 224 224, --image_shape 3,224,224 and --image_shape=3,224,224 all work."""
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -69,7 +70,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("reader and preprocessing")
     group.add_argument("--data_dir", type=str, default="./data/ILSVRC2012/", help="root of the list paths")
-    group.add_argument("--image_shape", nargs="+", action=_ShapeAction, default=None,
+    group.add_argument("--image_shape", nargs="+", action=ShapeAction, default=None,
                        help="C H W, e.g. 3 224 224 (default: the model's input size)")
     group.add_argument("--resize_short_size", type=int, default=None,
                        help="eval: resize the short side to this, then centre crop (default: the model's)")
@@ -78,7 +79,10 @@ def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image_mean", nargs=3, type=float, default=None, help="RGB mean on 0-1 scale")
     group.add_argument("--image_std", nargs=3, type=float, default=None, help="RGB std on 0-1 scale")
     group.add_argument("--reader_thread", type=int, default=8, help="decode/augment worker processes")
-    group.add_argument("--reader_buf_size", type=int, default=2, help="batches prefetched per worker")
+    group.add_argument("--prefetch_batches", dest="reader_buf_size", type=int, default=2,
+                       help="batches prefetched per worker process")
+    group.add_argument("--reader_buf_size", dest="classic_reader_buf_size", type=int, default=None,
+                       help="deprecated, classic unit: samples buffered; converted to --prefetch_batches")
     group.add_argument("--use_dali", type=str2bool, default=False,
                        help="NVIDIA DALI reader (GPU decode; a CPU pipeline without a GPU)")
     group.add_argument("--max_bad_image_fraction", type=float, default=0.5,
@@ -143,10 +147,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--enable_ce", type=str2bool, default=False,
                        help="continuous-evaluation mode: fixed seed 1000 and no shuffling randomness")
     group.add_argument("--is_profiler", type=str2bool, default=False)
-    group.add_argument("--profiler_path", type=str, default="./profiler_files")
+    # --profilier_path: the classic suite's spelling
+    group.add_argument("--profiler_path", "--profilier_path", dest="profiler_path", type=str,
+                       default="./profiler_files")
     group.add_argument("--max_iter", type=int, default=0, help="stop after this many steps (0: no limit)")
-    group.add_argument("--same_feed", type=int, default=0,
-                       help="feed the same N batches repeatedly (speed tests without I/O); 0: off")
+    group.add_argument("--same_feed_batches", dest="same_feed", type=int, default=0,
+                       help="feed the first N batches repeatedly (speed tests without I/O); 0: off")
+    group.add_argument("--same_feed", dest="classic_same_feed", type=int, default=None,
+                       help="deprecated, classic unit: images; converted to --same_feed_batches")
 
     group = parser.add_argument_group("mixed precision")
     group.add_argument("--use_fp16", type=str2bool, default=False, help="alias of --use_amp")
@@ -174,24 +182,70 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
         args.use_amp = True
     if getattr(args, "lr_strategy", None) is not None and args.lr_strategy not in LR_STRATEGIES:
         parser.error(f"--lr_strategy {args.lr_strategy!r} is unknown; choose one of: {', '.join(LR_STRATEGIES)}")
+    convert_classic_units(args, argv if argv is not None else sys.argv[1:])
     validate_args(args)
     return args
+
+
+def _given(flag: str, argv: list[str]) -> bool:
+    return any(item == flag or item.startswith(flag + "=") for item in map(str, argv))
+
+
+def _per_process_batch(args: argparse.Namespace) -> int:
+    processes = max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1))
+    return max(1, (getattr(args, "batch_size", None) or 1) // processes)
+
+
+def convert_classic_units(args: argparse.Namespace, argv: list[str]) -> None:
+    """--reader_buf_size (samples) and --same_feed (images) keep the classic units and become this suite's
+    --prefetch_batches (batches per worker) and --same_feed_batches (batches); one note says what they became."""
+    batch = _per_process_batch(args)
+    workers = max(1, getattr(args, "reader_thread", 1) or 1)
+    buffered = _pop_classic(args, "classic_reader_buf_size", "--reader_buf_size", "--prefetch_batches", argv)
+    if buffered is not None:
+        if buffered < 1:
+            raise UsageError(f"--reader_buf_size {buffered}: must be >= 1 (samples buffered)")
+        args.reader_buf_size = max(1, -(-buffered // (batch * workers)))
+        _note_conversion("--reader_buf_size", buffered, "samples", "--prefetch_batches", args.reader_buf_size)
+    images = _pop_classic(args, "classic_same_feed", "--same_feed", "--same_feed_batches", argv)
+    if images is not None:
+        if images < 0:
+            raise UsageError(f"--same_feed {images}: must be >= 0 (images; 0: off)")
+        args.same_feed = -(-images // batch)
+        _note_conversion("--same_feed", images, "images", "--same_feed_batches", args.same_feed)
+
+
+def _pop_classic(args: argparse.Namespace, dest: str, classic_flag: str, new_flag: str, argv: list[str]):
+    """The classic-unit value if the user gave it (removed from ``args``: only the converted value is kept)."""
+    value = vars(args).pop(dest, None)
+    if value is not None and _given(new_flag, argv):
+        raise UsageError(f"{classic_flag} and {new_flag}: give one ({classic_flag} takes the classic unit, "
+                         f"{new_flag} counts batches)")
+    return value
+
+
+def _note_conversion(classic_flag: str, value: int, unit: str, new_flag: str, batches: int) -> None:
+    print(f"note: {classic_flag} {value} counts {unit} (the classic unit; deprecated): taken as {new_flag} "
+          f"{batches}", file=sys.stderr)
 
 
 # flag -> (smallest valid value, how to say the range); only the flags a script has are checked
 _AT_LEAST = {
     "batch_size": (1, ">= 1"), "test_batch_size": (1, ">= 1"), "num_epochs": (1, ">= 1"),
     "save_step": (1, ">= 1 (epochs between checkpoints)"), "print_step": (1, ">= 1 (steps between log lines)"),
-    "reader_thread": (0, ">= 0 (0: decode in the main process)"), "reader_buf_size": (1, ">= 1"),
+    "reader_thread": (0, ">= 0 (0: decode in the main process)"),
+    "reader_buf_size": (1, ">= 1 (batches per worker)"),
     "cpu_threads": (1, ">= 1"), "lr": (0, ">= 0"),
 }
+
+_FLAG_NAMES = {"reader_buf_size": "prefetch_batches", "same_feed": "same_feed_batches"}  # dest -> flag
 
 
 def flag_problems(args: argparse.Namespace) -> list[str]:
     """One message per flag whose value is outside its valid range (flags the script lacks are skipped)."""
     given = vars(args)
-    problems = [f"--{name} {given[name]}: must be {rule}" for name, (low, rule) in _AT_LEAST.items()
-                if given.get(name) is not None and given[name] < low]
+    problems = [f"--{_FLAG_NAMES.get(name, name)} {given[name]}: must be {rule}"
+                for name, (low, rule) in _AT_LEAST.items() if given.get(name) is not None and given[name] < low]
     fraction = given.get("max_bad_image_fraction")
     if fraction is not None and not 0 <= fraction <= 1:
         problems.append(f"--max_bad_image_fraction {fraction}: must be in [0, 1]")

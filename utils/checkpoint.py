@@ -142,6 +142,10 @@ def optimizer_state_for_resume(state: dict, renames: dict[str, str] | None = Non
 
 def class_dim_of_weights(path: str, classifier: tuple[str, ...], flag: str = "--pretrained_model") -> int | None:
     """The number of classes a weights file was trained for, read from its classifier tensor."""
+    from utils.fluid_weights import fluid_class_dim, is_fluid_weights_dir
+
+    if is_fluid_weights_dir(path):  # the classic suite's per-parameter directory
+        return fluid_class_dim(path, flag)
     state = load_state_file(resolve_weights_path(path, flag), flag)
     for prefix in classifier:
         weight = state.get(f"{prefix}.weight")
@@ -176,17 +180,33 @@ class LoadReport:
 
 def load_pretrained(model: paddle.nn.Layer, path: str, exclude: list[str] | None = None,
                     model_name: str = "", flag: str = "--pretrained_model") -> LoadReport:
-    """Load matching tensors; skip (and name) those whose shape differs, e.g. a 1000-class classifier."""
-    file_path = resolve_weights_path(path, flag)
-    state = load_state_file(file_path, flag)
+    """Load matching tensors; skip (and name) those whose shape differs, e.g. a 1000-class classifier.
+
+    ``path`` may also be a classic Fluid per-parameter directory (utils.fluid_weights maps its names);
+    ``exclude`` takes our key prefixes or classic Fluid names/prefixes; one that matches nothing is an error."""
+    from utils.fluid_weights import fluid_exclusions, fluid_state_dict, is_fluid_weights_dir
+
     own = model.state_dict()
+    if is_fluid_weights_dir(path):
+        file_path, state = path, fluid_state_dict(path, model_name, list(own), flag)
+    else:
+        file_path = resolve_weights_path(path, flag)
+        state = load_state_file(file_path, flag)
     exclude = [e for e in (exclude or []) if e]
+    by_fluid_name = fluid_exclusions(model_name, list(own), exclude)
+    excluded_keys = {e: {k for k in own if k.startswith(e)} | set(by_fluid_name[e]) for e in exclude}
+    unmatched = [e for e, keys in excluded_keys.items() if not keys]
+    if unmatched:
+        raise UsageError(f"--finetune_exclude_pretrained_params {','.join(unmatched)}: matches no parameter of "
+                         f"{model_name or type(model).__name__} (give state_dict key prefixes such as "
+                         f"{next(iter(own))}, or the classic Fluid names such as fc_0.w_0)")
+    excluded = set().union(*excluded_keys.values())
     report = LoadReport([], [], [], [], [k for k in state if k not in own])
     to_load = {}
     for key, param in own.items():
         if key not in state:
             report.missing.append(key)
-        elif any(key == e or key.startswith(e.rstrip(".") + ".") or key.startswith(e) for e in exclude):
+        elif key in excluded:
             report.excluded.append(key)
         elif list(state[key].shape) != list(param.shape):
             report.shape_mismatch.append(key)
@@ -353,18 +373,6 @@ def load_checkpoint(directory: str, model, optimizer=None, ema=None, model_name:
 
 
 # ---------------------------------------------------------------- the run directory
-
-
-def probe_writable(directory: str, flag: str) -> None:
-    """Create ``directory`` and write a probe file in it, or stop with one line naming the flag."""
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise UsageError(f"{flag} {directory}: cannot write there ({err.strerror or err}); "
-                         "choose a writable directory") from None
 
 
 class RunLock:

@@ -12,7 +12,8 @@ def run(main) -> None:
     prepare_cpu()
     import_paddle_quietly()
     from reader import ListFileError
-    from utils.args import TRUE_WORDS, UsageError
+    from utils.args import TRUE_WORDS
+    from utils.errors import UsageError
     from utils.transforms import ImageDecodeError
 
     # read before argparse runs, so a bad flag value can still be shown with its traceback
@@ -39,7 +40,7 @@ def select_device(use_gpu: bool | None) -> str:
     """'gpu' or 'cpu'; asking for a GPU that this Paddle build cannot use is an error, not a fallback."""
     import paddle
 
-    from utils.args import UsageError
+    from utils.errors import UsageError
 
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if use_gpu and not has_gpu:

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from reader import EpochBatchSampler, ImageListDataset
-from utils.args import UsageError
+from utils.errors import UsageError
 from utils.image_limit import pixel_limit
 from utils.transforms import random_crop_box
 

@@ -10,6 +10,7 @@ import paddle
 from models.base import main_logits
 from reader import BadImageLog
 from utils.metrics import Accumulator, format_seconds
+from utils.report import ClassCounts, PredictionLog
 
 
 def _progress(done: int, total: int, started: float, accuracy: Accumulator, out) -> None:
@@ -39,11 +40,13 @@ def _as_numpy(batch) -> np.ndarray:
 
 @paddle.no_grad()
 def evaluate(model: paddle.nn.Layer, loader, bad_log: BadImageLog | None = None, show_progress: bool = True,
-             out=sys.stdout, forward=None) -> Accumulator:
+             out=sys.stdout, forward=None, class_counts: ClassCounts | None = None,
+             predictions: PredictionLog | None = None) -> Accumulator:
     """Accumulate exact top-1/top-5 counts; unreadable images are skipped and counted in ``bad_log``.
 
     ``forward`` maps a float32 NCHW batch (a paddle Tensor from the loader) to numpy logits
-    (defaults to the dygraph model).
+    (defaults to the dygraph model). ``class_counts`` (confusion matrix, per-class top-5 hits) and
+    ``predictions`` (dataset index, label and logits of every image), when given, are filled too.
     """
     was_training = model.training if model is not None else False
     if model is not None:
@@ -52,12 +55,17 @@ def evaluate(model: paddle.nn.Layer, loader, bad_log: BadImageLog | None = None,
     accuracy = Accumulator()
     total = len(loader)
     started = time.perf_counter()
-    for step, (images, labels, _indices, bad) in enumerate(loader, start=1):
+    for step, (images, labels, indices, bad) in enumerate(loader, start=1):
         if bad_log is not None:
             bad_log.add(bad)
         if len(labels):
-            logits = forward(images)
-            accuracy.add(np.asarray(logits), _as_numpy(labels))
+            logits = np.asarray(forward(images))
+            labels = _as_numpy(labels)
+            accuracy.add(logits, labels)
+            if class_counts is not None:
+                class_counts.add(logits, labels)
+            if predictions is not None:
+                predictions.add(_as_numpy(indices), labels, logits)
         if show_progress:
             _progress(step, total, started, accuracy, out)
     if model is not None and was_training:

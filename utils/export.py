@@ -22,7 +22,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from utils.args import UsageError
+from utils.errors import UsageError
 from utils.inference import (
     DEPLOY_JSON,
     EXPORT_PREFIX,
@@ -53,8 +53,9 @@ def _eval_fields(cfg: PreprocessConfig) -> dict:
 
 
 def save_inference_model(model, directory: str, model_name: str, class_dim: int, cfg: PreprocessConfig,
-                         labels: list[str] | None = None) -> str:
-    """paddle.jit.save the model (input ``x``: float32 [N, 3, crop, crop], N dynamic) plus its JSON and labels."""
+                         labels: list[str] | None = None, temperature: float = 1.0) -> str:
+    """paddle.jit.save the model (input ``x``: float32 [N, 3, crop, crop], N dynamic) plus its JSON and labels;
+    ``temperature`` (infer.py --temperature) is stored for predict.py's scores."""
     import paddle
 
     os.makedirs(directory, exist_ok=True)
@@ -71,6 +72,7 @@ def save_inference_model(model, directory: str, model_name: str, class_dim: int,
         "input_shape": [3, cfg.crop_size, cfg.crop_size],
         "input_name": "x",
         "output": "logits (softmax is applied by the caller)",
+        "temperature": temperature,  # callers show softmax(logits / temperature)
         "paddle_version": paddle.__version__,
         "preprocess": _eval_fields(cfg),
     }

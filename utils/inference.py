@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from utils.args import UsageError
+from utils.errors import UsageError
 from utils.transforms import ImageDecodeError, PreprocessConfig, eval_transform, read_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,10 +266,11 @@ def iter_batches(items: list[ImageItem], cfg: PreprocessConfig, batch_size: int,
 
 
 def classify(batches: Iterable[Batch], engine: Engine, topk: int, names: list[str] | None,
-             on_record: Callable[[dict], None] | None = None, accuracy=None) -> list[dict]:
+             on_record: Callable[[dict], None] | None = None, accuracy=None, temperature: float = 1.0) -> list[dict]:
     """Run every batch; records come out in input order, unreadable images as ``{"path", "error"}``.
 
     ``accuracy`` (a utils.metrics.Accumulator) counts top-1/top-5 over the images that carry a label.
+    The scores are softmax(logits / ``temperature``) (eval.py fits a calibrating one; the order is unchanged).
     """
     records = []
     for batch in batches:
@@ -280,7 +281,7 @@ def classify(batches: Iterable[Batch], engine: Engine, topk: int, names: list[st
             labelled = [n for n, item in enumerate(good) if item.label is not None]
             if labelled:
                 accuracy.add(logits[labelled], np.asarray([good[n].label for n in labelled], np.int64))
-        done = iter(topk_records([i.path for i in good], logits, topk, names))
+        done = iter(topk_records([i.path for i in good], np.asarray(logits) / temperature, topk, names))
         for item, error in batch.entries:
             record = {"path": item.path, "error": error} if error is not None else next(done)
             if fallback and "error" not in record:
@@ -358,6 +359,7 @@ class DeviceOptions:
     # On CPU a batch runs through the predictor this many images at a time: activations of 8 images stay
     # in cache where 32 do not (measured here: MobileNetV3_large batch 32 in 250 ms as 4 x 8, 420 ms whole).
     cpu_chunk: int = 8
+    precision: str = "fp32"  # fp16: Paddle Inference's half precision on the GPU (--precision)
 
 
 def model_files(directory: str, flag: str = "--inference_model") -> tuple[str, str]:
@@ -390,17 +392,20 @@ class PaddleInferenceEngine:
 
     name = "inference"
 
-    def __init__(self, directory: str, options: DeviceOptions | None = None, flag: str = "--inference_model"):
+    def __init__(self, directory: str, options: DeviceOptions | None = None, flag: str = "--inference_model",
+                 files: tuple[str, str] | None = None):
         import paddle
         import paddle.inference as paddle_infer
 
         options = options or DeviceOptions()
-        program, params = model_files(directory, flag)
+        # files: (program, params) named by predict.py --model_file/--params_file (a classic export)
+        program, params = files or model_files(directory, flag)
         config = paddle_infer.Config(program, params)
         if options.use_gpu:
             if not paddle.device.is_compiled_with_cuda():
                 raise UsageError("--use_gpu=True, but this Paddle build has no CUDA; install paddlepaddle-gpu")
-            config.enable_use_gpu(options.gpu_mem, options.gpu_id)
+            # Config.enable_use_gpu(memory_pool_init_size_mb, device_id, precision_mode) (paddle.inference)
+            config.enable_use_gpu(options.gpu_mem, options.gpu_id, _PRECISIONS[options.precision](paddle_infer))
             if options.use_tensorrt:
                 self._enable_tensorrt(config, paddle_infer, options, program, directory)
         else:
@@ -433,7 +438,7 @@ class PaddleInferenceEngine:
             # as paddle.incubate.jit.inference_decorator does for .json programs before enable_tensorrt_engine
             PaddleInferenceEngine.set_tensorrt_shapes(config, directory, options.max_batch_size)
         config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=options.max_batch_size,
-                                      min_subgraph_size=3, precision_mode=paddle_infer.PrecisionType.Float32,
+                                      min_subgraph_size=3, precision_mode=_PRECISIONS[options.precision](paddle_infer),
                                       use_static=False, use_calib_mode=False)
 
     @staticmethod
@@ -452,17 +457,43 @@ class PaddleInferenceEngine:
         return ranges
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.options.use_gpu and _on_gpu(batch):
+            return self._run_on_device(batch)
         batch = as_numpy(batch)
         chunk = 0 if self.options.use_gpu else self.options.cpu_chunk
         if chunk <= 0 or len(batch) <= chunk:
             return self._run(batch)
         return np.concatenate([self._run(batch[start:start + chunk]) for start in range(0, len(batch), chunk)])
 
+    def _run_on_device(self, batch) -> np.ndarray:
+        """A batch already on the GPU (the DALI reader, or a loader on the GPU) is handed to the predictor
+        without a device -> host -> device round trip; only the logits come back to the host.
+        Relies on paddle.inference.Tensor.share_external_data(paddle.Tensor) (not observable without a GPU)."""
+        import paddle
+
+        if batch.dtype != paddle.float32:
+            batch = batch.astype("float32")
+        self.input.share_external_data(batch)
+        self.predictor.run()
+        return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         self.input.reshape(list(batch.shape))
         self.input.copy_from_cpu(np.ascontiguousarray(batch))
         self.predictor.run()
         return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
+
+
+_PRECISIONS = {
+    "fp32": lambda paddle_infer: paddle_infer.PrecisionType.Float32,
+    "fp16": lambda paddle_infer: paddle_infer.PrecisionType.Half,
+}
+PRECISIONS = tuple(_PRECISIONS)
+
+
+def _on_gpu(batch) -> bool:
+    place = getattr(batch, "place", None)
+    return place is not None and hasattr(place, "is_gpu_place") and place.is_gpu_place()
 
 
 def onnx_available() -> str | None:
@@ -602,6 +633,7 @@ class ExportedModel:
     class_dim: int
     preprocess: PreprocessConfig
     labels: list[str] | None
+    temperature: float = 1.0  # scores are softmax(logits / temperature)
 
 
 def load_export(directory: str, flag: str = "--inference_model") -> ExportedModel:
@@ -615,6 +647,7 @@ def load_export(directory: str, flag: str = "--inference_model") -> ExportedMode
             meta = json.load(handle)
         class_dim = int(meta["class_dim"])
         cfg = PreprocessConfig.from_dict(meta["preprocess"])
+        temperature = float(meta.get("temperature", 1.0))
     except OSError as err:
         raise UsageError(f"{flag} {directory}: cannot read {DEPLOY_JSON} ({err.strerror or err}); "
                          "re-export with infer.py --save_inference=True") from None
@@ -622,7 +655,14 @@ def load_export(directory: str, flag: str = "--inference_model") -> ExportedMode
         raise UsageError(f"{meta_path}: not a valid export description ({type(err).__name__}: {err})") from None
     labels_path = os.path.join(directory, LABELS_FILE)
     labels = read_class_map(labels_path, class_dim, "exported labels") if os.path.isfile(labels_path) else None
-    return ExportedModel(directory, str(meta.get("model", "?")), class_dim, cfg, labels)
+    check_temperature(temperature, f"{meta_path}: \"temperature\"")
+    return ExportedModel(directory, str(meta.get("model", "?")), class_dim, cfg, labels, temperature)
+
+
+def check_temperature(temperature: float, flag: str = "--temperature") -> None:
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise UsageError(f"{flag} {temperature}: must be a positive number (eval.py's \"temperature\"; 1 leaves "
+                         "the scores as they are)")
 
 
 def inference_options(args, batch_size: int = 32, device: str | None = None) -> DeviceOptions:
@@ -638,7 +678,19 @@ def inference_options(args, batch_size: int = 32, device: str | None = None) -> 
         cpu_threads=getattr(args, "cpu_threads", None) or int(os.environ.get("OMP_NUM_THREADS", 0)) or usable_cores(),
         use_onednn=getattr(args, "enable_mkldnn", True) is not False,
         max_batch_size=max(1, batch_size),
+        precision=_precision(args, device),
     )
+
+
+def _precision(args, device: str | None) -> str:
+    precision = getattr(args, "precision", None) or "fp32"
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    on_gpu = device == "gpu" if device else bool(getattr(args, "use_gpu", False))
+    if precision == "fp16" and not on_gpu:
+        raise UsageError("--precision fp16 is Paddle Inference's half precision on the GPU (--use_gpu=True); "
+                         "on the CPU use --precision fp32")
+    return precision
 
 
 def engine_for_model(engine: str | None, device: str, model, cfg: PreprocessConfig, options: DeviceOptions,
@@ -648,6 +700,8 @@ def engine_for_model(engine: str | None, device: str, model, cfg: PreprocessConf
     if engine not in (None, "dygraph", "inference"):
         raise UsageError(f"--engine {engine!r}: choose dygraph or inference")
     dygraph = DygraphEngine(model)
+    if options.precision != "fp32" and engine != "inference":
+        raise UsageError(f"--precision {options.precision} applies to Paddle Inference: add --engine inference")
     if engine == "dygraph" or (engine is None and device != "cpu"):
         return dygraph
     try:
@@ -726,6 +780,8 @@ def engine_for_export(engine: str, deployed: ExportedModel, options: DeviceOptio
     if engine == "onnxruntime":
         if options.use_gpu:
             raise UsageError("--engine onnxruntime runs on CPU here; pass --use_gpu=False")
+        if options.precision != "fp32":
+            raise UsageError(f"--precision {options.precision} applies to Paddle Inference (--engine inference)")
         return OnnxEngine(os.path.join(deployed.directory, ONNX_FILE), options.cpu_threads)
     return PaddleInferenceEngine(deployed.directory, options)
 

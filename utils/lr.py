@@ -11,7 +11,7 @@ from functools import partial
 
 from paddle.optimizer.lr import LRScheduler
 
-from utils.args import UsageError
+from utils.errors import UsageError
 
 
 @dataclass(frozen=True)

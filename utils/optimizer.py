@@ -4,7 +4,7 @@ from __future__ import annotations
 import paddle
 from paddle.regularizer import L2Decay
 
-from utils.args import UsageError
+from utils.errors import UsageError
 
 
 def build_optimizer(name: str, parameters, scheduler, l2_decay: float, momentum: float):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from utils.args import UsageError
+from utils.errors import UsageError
 
 
 def probe_output_dir(directory: str, flag: str) -> None:

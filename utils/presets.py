@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from models import get_model_meta
-from utils.args import UsageError
+from utils.errors import UsageError
 from utils.transforms import PreprocessConfig, interpolation_name
 
 

@@ -32,14 +32,13 @@ from reader import (
     parse_list_file,
     resolve_list,
 )
-from utils import distributed
+from utils import distributed, report
 from utils.amp import AmpSettings, restore_scaler, scaler_state
 from utils.checkpoint import (
     RunLock,
     latest_checkpoint,
     load_checkpoint,
     load_pretrained,
-    probe_writable,
     save_checkpoint,
     set_aside_checkpoints,
 )
@@ -52,6 +51,7 @@ from utils.losses import ClassificationLoss, MixupBatch
 from utils.lr import ScheduleSpec, build_scheduler
 from utils.metrics import Accumulator, format_seconds
 from utils.optimizer import build_optimizer
+from utils.outputs import probe_output_dir
 from utils.presets import build_model_from_args, preprocess_config
 from utils.state import assign_state
 from utils.transforms import DeviceNormalizer
@@ -62,6 +62,7 @@ RESUME_NEUTRAL_FLAGS = {"resume", "checkpoint", "overwrite_checkpoints", "num_ep
                         "is_profiler", "profiler_path", "profilier_path", "save_step", "validate", "test_batch_size"}
 
 
+PER_CLASS_LOG_LIMIT = 100  # the last epoch logs every class's recall up to this many classes
 MIN_BATCH_PER_DEVICE = 8  # below this, per-device BatchNorm statistics get noisy
 
 
@@ -120,6 +121,7 @@ class Trainer:
         self.halt = False  # max_iter reached or a stop signal: save and leave after this step
         self.lock: RunLock | None = None
         self._loaders: dict = {}
+        self.val_per_class: list[dict] | None = None  # of the last validation; saved in meta.json
         self.bad_log = BadImageLog(log=self._log_bad)
         self.model_dir = os.path.join(args.model_save_dir, args.model)
         self._prepare_run_directory()
@@ -142,7 +144,7 @@ class Trainer:
         failure = None
         if self.rank.is_main:
             try:
-                probe_writable(self.model_dir, "--model_save_dir")
+                probe_output_dir(self.model_dir, "--model_save_dir")
                 self.lock = RunLock(self.model_dir)
                 self.lock.acquire()
                 if not args.checkpoint and args.resume is None:
@@ -340,9 +342,13 @@ class Trainer:
         return result
 
     def close(self) -> None:
-        """Release the model directory for other runs (fit does this when it ends)."""
+        """Release the model directory for other runs and stop the loaders' workers (fit does this at its end)."""
         if self.lock is not None:
             self.lock.release()
+        for loader in self._loaders.values():
+            if hasattr(loader, "close"):  # a DALI loader: its pipeline and source worker processes
+                loader.close()
+        self._loaders.clear()
 
     def _agree_stop(self) -> bool:
         """Between epochs: did any rank hear a stop signal during validation or saving?"""
@@ -485,16 +491,36 @@ class Trainer:
         return logits.astype("float32").numpy()
 
     def validate(self, use_ema: bool = False) -> tuple[Accumulator, int]:
+        """Top-1/top-5 over every rank's share; the per-class counts of the run land in ``self.class_counts``."""
         loader = self._loader("val")
         live = self.ema.swap_into(self.model) if use_ema else None
+        counts = report.ClassCounts(self.class_dim)
         try:
             bad = BadImageLog(log=self._log_bad, seen=self.bad_log.messages)
             accuracy = evaluate(self.model, loader, bad, show_progress=self.rank.is_main,
-                                forward=self._forward_for_eval)
+                                forward=self._forward_for_eval, class_counts=counts)
         finally:
             if live is not None:
                 assign_state(self.model, live)
+        self.class_counts = report.all_reduce_class_counts(counts)
         return all_reduce_counts(accuracy, bad.count)
+
+    def _report_classes(self, epoch: int, writer) -> None:
+        """Per-class recall of this validation: the weakest classes in the log every epoch, every class at
+        the last one, all of them in the checkpoint's meta.json; the confusion matrix to VisualDL."""
+        names = getattr(self, "class_names", None)
+        rows = report.per_class_summary(self.class_counts.confusion, names, self.class_counts.top5_hits)
+        self.val_per_class = [{k: row[k] for k in ("class_id", "name", "support", "recall", "precision")}
+                              for row in rows if row["support"]]
+        by_recall = sorted(self.val_per_class, key=lambda row: row["recall"])
+        last = epoch == self.args.num_epochs - 1
+        shown = by_recall if last and len(by_recall) <= PER_CLASS_LOG_LIMIT else by_recall[:3]
+        what = "per-class recall" if shown is by_recall else "lowest recall"
+        _log(self.rank, f"[val] epoch {epoch} {what}: " +
+             ", ".join(f"{row['name']} {row['recall']:.3f}" for row in shown))
+        if writer is not None:
+            image = report.render_confusion_matrix(self.class_counts.confusion, names)
+            writer.add_image("val/confusion_matrix", image, epoch, dataformats="HWC")
 
     def _synchronise_statistics(self) -> None:
         """Make every rank hold rank-averaged BatchNorm statistics (and EMA), so the model each rank
@@ -517,6 +543,8 @@ class Trainer:
                      f"top5 {accuracy.top(5):.4f} samples {accuracy.samples} skipped {bad}")
                 if writer is not None:
                     writer.add_scalar(f"val/{tag}top1", accuracy.top(1), epoch)
+                if not use_ema:
+                    self._report_classes(epoch, writer)
         last = epoch == args.num_epochs - 1
         if (epoch + 1) % args.save_step == 0 or last or self.halt:
             self._save(epoch, next_epoch=epoch + 1, next_step=0)
@@ -548,6 +576,8 @@ class Trainer:
                 "next_epoch": next_epoch, "next_step": next_step,
                 "global_step": self.global_step, "args": vars(self.args),
                 "preprocess": self.eval_cfg.__dict__, "world_size": self.rank.world_size}
+        if self.val_per_class is not None:
+            meta["val_per_class"] = self.val_per_class
         try:
             save_checkpoint(directory, epoch=epoch, model=self.model, optimizer=self.optimizer, ema=self.ema,
                             scaler_state=scaler_state(self.scaler), extra_meta=meta)

@@ -242,11 +242,13 @@ def normalize_to_chw(image: np.ndarray, mean, std) -> np.ndarray:
 
 
 class DeviceNormalizer:
-    """A uint8 NHWC batch (numpy or Paddle) -> the float32 NCHW model input, computed on the device.
+    """A uint8 NHWC batch (numpy or Paddle) -> the float32 NCHW model input.
 
-    Loader workers then ship 1 byte per pixel instead of 4 through shared memory, and the host does no
-    float work. A batch that is already floating point (the DALI reader normalises on its own) passes
-    through unchanged."""
+    Loader workers then ship 1 byte per pixel instead of 4 through shared memory. A batch on a GPU is
+    normalised there by Paddle ops; a batch in host memory (CPU training) with numpy, vectorised over the
+    batch (Paddle's CPU transpose/cast kernels measured 8x slower than numpy here). Both run the same
+    float32 operations in the same order as :func:`normalize_to_chw`. A batch that is already floating
+    point (the DALI reader normalises on its own) passes through unchanged."""
 
     def __init__(self, mean, std):
         self.constants = normalization_constants(mean, std)
@@ -257,12 +259,26 @@ class DeviceNormalizer:
 
         if batch.dtype not in (np.uint8, paddle.uint8):
             return batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(batch)
+        place = getattr(batch, "place", None)
+        if place is not None and place.is_gpu_place():
+            return self.on_device(batch)
+        return paddle.to_tensor(self.on_host(batch if isinstance(batch, np.ndarray) else batch.numpy()))
+
+    def on_host(self, batch: np.ndarray) -> np.ndarray:
+        scale, shift = self.constants
+        nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        nchw *= scale
+        nchw -= shift
+        return nchw
+
+    def on_device(self, batch):
+        import paddle
+
         if self._tensors is None:  # created on first use, on the device of that moment
             self._tensors = tuple(paddle.to_tensor(c.reshape(1, 3, 1, 1)) for c in self.constants)
         scale, shift = self._tensors
         images = batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(batch)
-        chw = paddle.transpose(images, [0, 3, 1, 2]).astype("float32")
-        return chw * scale - shift
+        return paddle.transpose(images, [0, 3, 1, 2]).astype("float32") * scale - shift
 
 
 # ---------------------------------------------------------------- pipelines
