@@ -142,6 +142,6 @@ def compare_loaders(data_dir: str, images: int = 600) -> None:
         print(f"  cv2 reader, {label}  {rate:8.0f} img/s, /dev/shm per rank {shm:7.1f} MiB "
               f"(8 workers, batch 64: {shared_memory_per_rank(64, 8, prefetch, uint8_hwc):.0f} MiB)")
     if importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali"):
-        print(f"  DALI CPU pipeline (DLPack)       {loader_rate(paths, True, workers):8.0f} img/s")
+        print(f"  DALI CPU pipeline (parallel source){loader_rate(paths, True, workers):8.0f} img/s")
     else:
         print("  DALI CPU pipeline: not installed (pip install -r requirements-dali.txt)")

@@ -1,8 +1,8 @@
 """Run under Paddle 2.x (static graph): build a network laid out and named as the classic suite's model
 definitions do (PaddlePaddle/models, PaddleCV/image_classification/models/: resnet.py, resnet_vd.py,
-resnext.py, resnext_vd.py, mobilenet_v1.py), fill every parameter and BatchNorm statistic with random values,
-write them as a classic per-parameter directory (paddle.static.save_vars, one file per variable) and the
-network's logits on a given input; optionally the classic inference export (model + params).
+resnext.py, resnext_vd.py, mobilenet_v1.py, mobilenet_v2.py), fill every parameter and BatchNorm statistic
+with random values, write them as a classic per-parameter directory (paddle.static.save_vars, one file per
+variable) and the network's logits on a given input; optionally the classic inference export (model + params).
 
     python tests/classic_fluid_nets.py --model ResNet50_vd --class_dim 10 --input x.npy --out_dir D --logits y.npy \
         [--export_dir E]
@@ -118,9 +118,34 @@ def mobilenet_v1(x, class_dim):
     return nn.fc(x, class_dim, weight_attr=ParamAttr(name="fc7_weights"), bias_attr=ParamAttr(name="fc7_offset"))
 
 
+MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1)]  # expansion, channels, units, first stride
+
+
+def mobilenet_v2(x, class_dim):
+    relu6 = paddle.nn.functional.relu6
+    x = relu6(conv_bn(x, 32, 3, 2, "conv1_1", bn_name="conv1_1_bn"))
+    channels_in = 32
+    for stage, (expansion, channels, units, first_stride) in enumerate(MOBILENET_V2, start=2):
+        for unit in range(1, units + 1):
+            name = f"conv{stage}_{unit}"
+            hidden = int(round(channels_in * expansion))
+            out = relu6(conv_bn(x, hidden, 1, 1, name + "_expand", bn_name=name + "_expand_bn"))
+            out = relu6(conv_bn(out, hidden, 3, first_stride if unit == 1 else 1, name + "_dwise", groups=hidden,
+                                bn_name=name + "_dwise_bn"))
+            out = conv_bn(out, channels, 1, 1, name + "_linear", bn_name=name + "_linear_bn")
+            x = out if unit == 1 else x + out
+            channels_in = channels
+    x = relu6(conv_bn(x, 1280, 1, 1, "conv9", bn_name="conv9_bn"))
+    x = paddle.flatten(paddle.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+    return nn.fc(x, class_dim, weight_attr=ParamAttr(name="fc10_weights"), bias_attr=ParamAttr(name="fc10_offset"))
+
+
 def build(model, x, class_dim):
     if model == "MobileNetV1":
         return mobilenet_v1(x, class_dim)
+    if model == "MobileNetV2":
+        return mobilenet_v2(x, class_dim)
     if model.startswith("ResNeXt"):  # ResNeXt50_32x4d, ResNeXt50_vd_64x4d, ...
         parts = model[len("ResNeXt"):].split("_")
         return resnext(x, int(parts[0]), "vd" in parts, int(parts[-1].split("x")[0]), class_dim)

@@ -182,7 +182,7 @@ def paddle2_python():
 needs_paddle2 = pytest.mark.skipif(paddle2_python() is None, reason="no Paddle 2.x Python to write classic Fluid "
                                    "files (CI's paddle26-venv from requirements-paddle26.txt, or PADDLE26_PYTHON)")
 FLUID_CLASSES = 10
-FLUID_MODELS = ("ResNet50_vd", "MobileNetV1", "ResNet18", "ResNeXt50_32x4d", "ResNeXt50_vd_32x4d")
+FLUID_MODELS = ("ResNet50_vd", "MobileNetV1", "ResNet18", "ResNeXt50_32x4d", "ResNeXt50_vd_32x4d", "MobileNetV2")
 
 
 @pytest.fixture(scope="module")

@@ -195,7 +195,8 @@ def test_training_reads_device_values_only_on_logged_steps(digits_dir, tmp_path,
         original = getattr(paddle.Tensor, name)
 
         def counting(self, *a, _original=original, _name=name, **k):
-            reads.append(_name)
+            if self.dtype != paddle.uint8:  # the loader's pixels are host memory on CPU; computed values count
+                reads.append(_name)
             return _original(self, *a, **k)
 
         monkeypatch.setattr(paddle.Tensor, name, counting)

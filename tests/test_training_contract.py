@@ -163,9 +163,9 @@ def test_too_little_shared_memory_for_the_loader_is_one_line_naming_dev_shm(data
     if not os.path.isdir("/dev/shm"):
         pytest.skip("no /dev/shm on this system")
     proc = run_script("train.py", *[a for a in SMALL if a != "--reader_thread=0"], *data, "--reader_thread=2",
-                      "--reader_buf_size=100000000", "--num_epochs=1", f"--model_save_dir={tmp_path}", check=False)
+                      "--prefetch_batches=100000000", "--num_epochs=1", f"--model_save_dir={tmp_path}", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "/dev/shm has" in proc.stderr and "--reader_buf_size" in proc.stderr and "Traceback" not in proc.stderr
+    assert "/dev/shm has" in proc.stderr and "--prefetch_batches" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_use_gpu_false_on_gpus_assigned_by_the_launcher_is_one_line(monkeypatch):

@@ -275,7 +275,7 @@ def save_weights(state: dict, path: str) -> str:
 
 
 def save_checkpoint(directory: str, *, epoch: int, model, optimizer=None, ema=None, scaler_state=None,
-                    extra_meta: dict | None = None) -> str:
+                    extra_meta: dict | None = None, labels: list[str] | None = None) -> str:
     """Write a complete checkpoint to ``directory`` atomically; returns the directory."""
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
@@ -287,6 +287,9 @@ def save_checkpoint(directory: str, *, epoch: int, model, optimizer=None, ema=No
             _save_fsync(optimizer.state_dict(), os.path.join(staging, OPTIMIZER))
         if ema is not None:
             _save_fsync(ema.state_dict()["weights"], os.path.join(staging, EMA_WEIGHTS))
+        if labels:  # a folder data set's class names: eval.py/infer.py name the classes by them
+            with open(os.path.join(staging, "labels.txt"), "w", encoding="utf-8", newline="\n") as handle:
+                handle.writelines(f"{index} {name}\n" for index, name in enumerate(labels))
         meta = {"epoch": epoch, "complete": True, **(extra_meta or {})}
         if ema is not None:
             meta["ema_updates"] = ema.updates

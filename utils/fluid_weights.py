@@ -11,8 +11,8 @@ per family below. Convert a directory once into a ``.pdparams`` file:
 or pass the directory itself to ``--pretrained_model`` (train.py, eval.py, infer.py).
 
 Families with a map: ResNet (18-152), ResNet_vd (18-200, ResNet50_vd_v2), ResNeXt and ResNeXt_vd (50/101/152,
-32x4d/64x4d), MobileNetV1 (all scales). tests/test_classic_compat.py checks them against networks built under
-Paddle 2.x with the classic layout and names (tests/classic_fluid_nets.py): same logits.
+32x4d/64x4d), MobileNetV1 and MobileNetV2 (all scales). tests/test_classic_compat.py checks them against
+networks built under Paddle 2.x with the classic layout and names (tests/classic_fluid_nets.py): same logits.
 """
 from __future__ import annotations
 
@@ -105,6 +105,22 @@ def _resnext_units(model_name: str) -> dict[str, str]:
     return units
 
 
+# ---------------------------------------------------------------- MobileNetV2 (mobilenet_v2.py)
+
+MOBILENET_V2_REPEATS = (1, 2, 3, 4, 3, 3, 1)  # inverted residual units of the stages conv2 .. conv8
+MOBILENET_V2_PARTS = {"_expand_conv": "_expand", "_bottleneck_conv": "_dwise", "_linear_conv": "_linear"}
+
+
+def _mobilenet_v2_units(_model_name: str) -> dict[str, str]:
+    units = {"conv1": "conv1_1", "conv9": "conv9"}
+    for stage, repeats in enumerate(MOBILENET_V2_REPEATS, start=2):
+        for index in range(1, repeats + 1):
+            ours = f"conv{stage}._first_block" if index == 1 else f"conv{stage}.conv{stage}_{index}"
+            for part, suffix in MOBILENET_V2_PARTS.items():
+                units[f"{ours}.{part}"] = f"conv{stage}_{index}{suffix}"
+    return units
+
+
 # ---------------------------------------------------------------- the families with a map
 
 # an unnamed fluid.layers.fc in a fresh program gets the generated names fc_0.w_0 / fc_0.b_0
@@ -113,6 +129,8 @@ RESNET = FluidFamily(_resnet_units, _resnet_bn_name, GENERATED_FC)
 RESNEXT = FluidFamily(_resnext_units, _resnet_bn_name, {"out.weight": "fc_weights", "out.bias": "fc_offset"})
 MOBILENET_V1 = FluidFamily(_mobilenet_v1_units, lambda conv: conv + "_bn",
                            {"fc.weight": "fc7_weights", "fc.bias": "fc7_offset"})
+MOBILENET_V2 = FluidFamily(_mobilenet_v2_units, lambda conv: conv + "_bn",
+                           {"out.weight": "fc10_weights", "out.bias": "fc10_offset"})
 FAMILIES = {
     **{f"ResNet{d}": RESNET for d in (18, 34, 50, 101, 152)},
     **{f"ResNet{d}_vd": RESNET for d in (18, 34, 50, 101, 152, 200)},
@@ -120,6 +138,8 @@ FAMILIES = {
     **{f"ResNeXt{d}{vd}_{c}x4d": RESNEXT for d in (50, 101, 152) for vd in ("", "_vd") for c in (32, 64)},
     **{name: MOBILENET_V1 for name in ("MobileNetV1", "MobileNetV1_x0_25", "MobileNetV1_x0_5", "MobileNetV1_x0_75",
                                        "MobileNetV1_x1_0")},
+    **{name: MOBILENET_V2 for name in ("MobileNetV2", "MobileNetV2_x0_25", "MobileNetV2_x0_5", "MobileNetV2_x0_75",
+                                       "MobileNetV2_x1_0", "MobileNetV2_x1_5", "MobileNetV2_x2_0")},
 }
 
 

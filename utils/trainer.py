@@ -29,8 +29,7 @@ from reader import (
     ListSummary,
     likely_cause,
     make_loader,
-    parse_list_file,
-    resolve_list,
+    resolve_split,
 )
 from utils import distributed, report
 from utils.amp import AmpSettings, restore_scaler, scaler_state
@@ -172,13 +171,14 @@ class Trainer:
 
     def _load_lists(self) -> None:
         args = self.args
-        self.train_list = resolve_list(args.data_dir, args.train_list, "train_list.txt")
         quiet = {} if self.rank.is_main else {"warn": None}  # list warnings once, not once per rank
-        train = parse_list_file(self.train_list, args.data_dir, args.class_dim, **quiet)
+        # a list file, or with none the folder data set <data_dir>/train/<class>/... (class ids: sorted folders)
+        train_split = resolve_split(args.data_dir, args.train_list, "train_list.txt", "train", args.class_dim, **quiet)
+        self.train_list, train, self.class_names = train_split.source, train_split.summary, train_split.class_names
         val: ListSummary | None = None
         if args.validate:
-            self.val_list = resolve_list(args.data_dir, args.val_list, "val_list.txt")
-            val = parse_list_file(self.val_list, args.data_dir, args.class_dim, **quiet)
+            val_split = resolve_split(args.data_dir, args.val_list, "val_list.txt", "val", args.class_dim, **quiet)
+            self.val_list, val = val_split.source, val_split.summary
         self.class_dim = args.class_dim or max(train.num_classes, val.num_classes if val else 0)
         self.train_samples, self.val_samples = train.samples, (val.samples if val else [])
         if train.duplicates:
@@ -580,7 +580,7 @@ class Trainer:
             meta["val_per_class"] = self.val_per_class
         try:
             save_checkpoint(directory, epoch=epoch, model=self.model, optimizer=self.optimizer, ema=self.ema,
-                            scaler_state=scaler_state(self.scaler), extra_meta=meta)
+                            scaler_state=scaler_state(self.scaler), extra_meta=meta, labels=self.class_names)
         except OSError as err:
             return (f"saving checkpoint {directory} failed ({err.strerror or err}); the previous "
                     f"checkpoint {self.last_checkpoint or '(none)'} is intact")
