@@ -55,15 +55,19 @@ def _resnet_units(model_name: str) -> dict[str, str]:
     block = 0
     for stage, count in enumerate(NET_CONFIG[depth][1]):
         for index in range(count):
-            # the classic 101/152/200-layer nets number their long third stage res4a, res4b1, res4b2, ...
-            if depth >= 101 and stage == 2:
-                suffix = "a" if index == 0 else f"b{index}"
-            else:
-                suffix = chr(ord("a") + index)
+            suffix = _block_suffix(depth, stage, index)
             for ours, branch in RESNET_BRANCHES.items():
                 units[f"blocks.{block}.{ours}"] = f"res{stage + 2}{suffix}{branch}"
             block += 1
     return units
+
+
+def _block_suffix(depth: int, stage: int, index: int) -> str:
+    """res<stage+2><suffix>: the classic 101/152/200-layer nets number their long third stage res4a, res4b1,
+    res4b2, ...; every other stage, and the shallower nets, use letters."""
+    if depth >= 101 and stage == 2:
+        return "a" if index == 0 else f"b{index}"
+    return chr(ord("a") + index)
 
 
 def _resnet_bn_name(conv_name: str) -> str:
@@ -99,7 +103,7 @@ def _resnext_units(model_name: str) -> dict[str, str]:
     units = dict(RESNEXT_STEMS[variant or ""])
     for stage, count in enumerate(RESNEXT_DEPTHS[depth]):
         for index in range(count):
-            suffix = ("a" if index == 0 else f"b{index}") if depth >= 101 and stage == 2 else chr(ord("a") + index)
+            suffix = _block_suffix(depth, stage, index)
             for ours, branch in RESNET_BRANCHES.items():
                 units[f"bb_{stage}_{index}.{ours}"] = f"res{stage + 2}{suffix}{branch}"
     return units
