@@ -182,8 +182,11 @@ def print_report_summary(result: dict) -> None:
         print(f"warning: the fitted temperature hit the limit of {TEMPERATURE_RANGE}: the scores carry "
               "(almost) no information, or every image is right with a wide margin", flush=True)
     worst = sorted((row for row in result["per_class"] if row["support"]), key=lambda row: row["recall"])[:3]
-    print("[eval] lowest recall: " + "; ".join(f"{row['class_id']} {row['name']} {row['recall']:.3f} "
-                                               f"(of {row['support']})" for row in worst))
+    def label(row):  # "class 6" already names the id; a real name gets its id in front
+        return row["name"] if row["name"] == f"class {row['class_id']}" else f"{row['class_id']} {row['name']}"
+
+    print("[eval] lowest recall: " + "; ".join(f"{label(row)} {row['recall']:.3f} (of {row['support']})"
+                                               for row in worst))
 
 
 if __name__ == "__main__":
