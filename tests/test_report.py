@@ -264,3 +264,26 @@ def test_a_temperature_given_to_infer_is_stored_in_the_export_and_applied_by_pre
     bad = run_script("predict.py", f"--inference_model={export}", f"--image_path={image}", "--temperature=0",
                      check=False)
     assert bad.returncode == 2 and "error: --temperature 0.0: must be a positive number" in bad.stderr
+
+
+@pytest.mark.skipif(NO_MATPLOTLIB, reason="the report's plots need matplotlib (requirements.txt)")
+def test_the_report_of_every_engine_equals_the_dygraph_report(random_weights, digits_dir, tmp_path):
+    """The same figures whichever engine scores the images: dygraph, Paddle Inference converted in memory,
+    and an exported model (--inference_model)."""
+    val = subset_list(digits_dir / "val_list.txt", tmp_path / "val40.txt", 40)
+    run_script("infer.py", "--model=ResNet18", f"--pretrained_model={random_weights}", *SMALL[:-1],
+               "--save_inference=True", f"--model_save_dir={tmp_path / 'export'}")
+    sources = {"dygraph": ["--model=ResNet18", f"--pretrained_model={random_weights}", *SMALL, "--engine=dygraph"],
+               "inference": ["--model=ResNet18", f"--pretrained_model={random_weights}", *SMALL,
+                             "--engine=inference"],
+               "export": [f"--inference_model={tmp_path / 'export' / 'ResNet18'}", "--reader_thread=0"]}
+    reports = {}
+    for name, flags in sources.items():
+        out = tmp_path / name
+        run_script("eval.py", *flags, f"--data_dir={digits_dir}", f"--val_list={val}", f"--save_report_dir={out}")
+        reports[name] = json.loads((out / "report.json").read_text())
+        assert (out / "confusion_matrix.png").is_file() and (out / "reliability.png").is_file()
+        assert read_csv(out / "confusion_matrix.csv") == read_csv(tmp_path / "dygraph" / "confusion_matrix.csv")
+    for name in ("inference", "export"):
+        assert reports[name]["per_class"] == reports["dygraph"]["per_class"]
+        assert reports[name]["ece"] == pytest.approx(reports["dygraph"]["ece"], abs=1e-4)
