@@ -47,17 +47,23 @@ RESNET_NAME = re.compile(r"ResNet(\d+)(?:_(vd))?(?:_v2)?$")
 
 
 def _resnet_units(model_name: str) -> dict[str, str]:
+    depth_text, variant = RESNET_NAME.match(model_name).groups()
+    units = dict(RESNET_STEMS[variant or ""])
+    units.update(_residual_units(int(depth_text), lambda block, _stage, _index: f"blocks.{block}"))
+    return units
+
+
+def _residual_units(depth: int, our_block) -> dict[str, str]:
+    """Our residual-block sub-layers -> classic names (res<stage+2><suffix>_branch..), for the ResNet block
+    counts of ``depth``; ``our_block(block, stage, index)`` names our block."""
     from models.resnet import NET_CONFIG
 
-    depth_text, variant = RESNET_NAME.match(model_name).groups()
-    depth = int(depth_text)
-    units = dict(RESNET_STEMS[variant or ""])
-    block = 0
+    units, block = {}, 0
     for stage, count in enumerate(NET_CONFIG[depth][1]):
         for index in range(count):
             suffix = _block_suffix(depth, stage, index)
             for ours, branch in RESNET_BRANCHES.items():
-                units[f"blocks.{block}.{ours}"] = f"res{stage + 2}{suffix}{branch}"
+                units[f"{our_block(block, stage, index)}.{ours}"] = f"res{stage + 2}{suffix}{branch}"
             block += 1
     return units
 
@@ -91,7 +97,6 @@ def _mobilenet_v1_units(_model_name: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- ResNeXt and ResNeXt_vd (resnext.py, resnext_vd.py)
 
-RESNEXT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 # the plain ResNeXt's 7x7 stem is "res_conv1" (so its BatchNorm is "bn_conv1"); the vd stem is three 3x3 convs
 RESNEXT_STEMS = {"": {"conv": "res_conv1"}, "vd": {"conv1_1": "conv1_1", "conv1_2": "conv1_2", "conv1_3": "conv1_3"}}
 RESNEXT_NAME = re.compile(r"ResNeXt(\d+)(?:_(vd))?_\d+x4d$")
@@ -99,13 +104,9 @@ RESNEXT_NAME = re.compile(r"ResNeXt(\d+)(?:_(vd))?_\d+x4d$")
 
 def _resnext_units(model_name: str) -> dict[str, str]:
     depth_text, variant = RESNEXT_NAME.match(model_name).groups()
-    depth = int(depth_text)
     units = dict(RESNEXT_STEMS[variant or ""])
-    for stage, count in enumerate(RESNEXT_DEPTHS[depth]):
-        for index in range(count):
-            suffix = _block_suffix(depth, stage, index)
-            for ours, branch in RESNET_BRANCHES.items():
-                units[f"bb_{stage}_{index}.{ours}"] = f"res{stage + 2}{suffix}{branch}"
+    # ResNeXt has ResNet's bottleneck block counts per depth
+    units.update(_residual_units(int(depth_text), lambda _block, stage, index: f"bb_{stage}_{index}"))
     return units
 
 

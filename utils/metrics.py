@@ -1,8 +1,6 @@
 """Top-k accuracy counting, running averages and time formatting for the logs."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 
@@ -40,21 +38,3 @@ def format_seconds(seconds: float) -> str:
     seconds = max(0, int(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours:d}:{rest // 60:02d}:{rest % 60:02d}"
-
-
-class Throughput:
-    """Images per second over a sliding window of steps, and an ETA."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.images = 0
-
-    def add(self, images: int) -> None:
-        self.images += images
-
-    def rate(self) -> float:
-        elapsed = time.perf_counter() - self.start
-        return self.images / elapsed if elapsed > 0 else 0.0
-
-    def reset(self) -> None:
-        self.start, self.images = time.perf_counter(), 0

@@ -27,6 +27,8 @@ from reader import (
     EpochBatchSampler,
     ImageListDataset,
     ListSummary,
+    UnreadableDataError,
+    allowed_bad_images,
     likely_cause,
     make_loader,
     resolve_split,
@@ -67,10 +69,6 @@ MIN_BATCH_PER_DEVICE = 8  # below this, per-device BatchNorm statistics get nois
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
-
-
-class DataUnreadable(UsageError):
-    """Too many of an epoch's images could not be read; the message gives the likely cause."""
 
 
 def _log(rank: RankInfo, message: str) -> None:
@@ -160,7 +158,7 @@ class Trainer:
         existing = latest_checkpoint(self.model_dir)
         if existing is None:
             return
-        if getattr(self.args, "overwrite_checkpoints", False):
+        if self.args.overwrite_checkpoints:
             moved = set_aside_checkpoints(self.model_dir)
             print(f"--overwrite_checkpoints: starting over; the previous run's checkpoints were moved to {moved}",
                   flush=True)
@@ -204,7 +202,7 @@ class Trainer:
             return [k for k in keys if k not in excluded and not any(k.startswith(p + ".") for p in classifier)]
 
         misfits = outside_head(report.missing) + outside_head(report.shape_mismatch)
-        if misfits and not getattr(self.args, "allow_partial_pretrained", False):
+        if misfits and not self.args.allow_partial_pretrained:
             raise UsageError(
                 f"--pretrained_model {self.args.pretrained_model}: {len(misfits)} tensors outside the classifier "
                 f"are missing or differ in shape (e.g. {misfits[0]}): weights of another architecture than "
@@ -674,7 +672,7 @@ class _EpochHealth:
     def __init__(self, trainer: Trainer, steps: int):
         self.trainer = trainer
         self.images_expected = max(1, steps * trainer.batch_per_rank * trainer.rank.world_size)
-        self.limit = getattr(trainer.args, "max_bad_image_fraction", 0.5)
+        self.limit = trainer.args.max_bad_image_fraction
         self.read = self.unreadable = 0
 
     def add(self, read: int, unreadable: int) -> None:
@@ -682,7 +680,7 @@ class _EpochHealth:
         self.unreadable += unreadable
 
     def check(self, epoch: int, step: int) -> None:
-        if self.unreadable > self.limit * self.images_expected:
+        if self.unreadable > allowed_bad_images(self.images_expected, self.limit):
             self._stop(epoch, step, f"{self.unreadable} of this epoch's {self.images_expected} images are "
                        f"unreadable so far, more than --max_bad_image_fraction {self.limit}")
 
@@ -699,4 +697,4 @@ class _EpochHealth:
         if step is not None and trainer.optimizer_steps_here:
             trainer._save(epoch, next_epoch=epoch, next_step=step)  # keep the work done so far
             saved = f"; the work so far is saved in {trainer.last_checkpoint}"
-        raise DataUnreadable(f"{trainer.train_list}: {what}. Likely cause: {cause}{saved}")
+        raise UnreadableDataError(f"{trainer.train_list}: {what}. Likely cause: {cause}{saved}")
