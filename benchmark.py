@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Benchmarks that print figures (speed targets live here, never in timed tests).
 
-    python benchmark.py infer     dygraph vs Paddle Inference vs onnxruntime latency and throughput
+    python benchmark.py infer     latency and images/s of every engine x precision on this CPU (dygraph, Paddle
+                                  Inference, onnxruntime, OpenVINO; fp32/bf16/int8) and the default's choice
     python benchmark.py reader    training-pipeline images/s, this suite vs a Pillow + numpy baseline
     python benchmark.py train     training-step images/s, this suite vs paddle.vision's resnet50
 

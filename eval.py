@@ -23,11 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_preprocess_args(parser)
     flags.add_eval_args(parser)
     group = parser.add_argument_group("inference engine")
-    group.add_argument("--engine", type=str, default=None, choices=("dygraph", "inference"),
+    group.add_argument("--engine", type=str, default=None, choices=("dygraph", "inference", "onnxruntime", "openvino"),
                        help="dygraph, or inference (Paddle Inference with oneDNN); default on CPU: inference "
-                            "when its first batch gives the same top-k as dygraph")
-    group.add_argument("--precision", type=str, default="fp32", choices=("fp32", "fp16"),
-                       help="Paddle Inference precision: fp16 (half) on the GPU; fp32 on the CPU")
+                            "when its first batch gives the same top-k as dygraph. With --inference_model: "
+                            "inference, onnxruntime or openvino (on the export's inference.onnx); without "
+                            "--engine and --precision on CPU, the fastest engine x precision whose scores match "
+                            "fp32 here, chosen once per machine kind (engine_choice.json in the export)")
+    group.add_argument("--precision", type=str, default=None, choices=("fp32", "bf16", "int8", "fp16"),
+                       help="CPU: fp32, bf16 (needs AVX512-BF16 or AMX; --engine inference or openvino) or int8 "
+                            "(an export's int8/ model; needs VNNI or AMX); GPU: fp32 or fp16")
     group.add_argument("--inference_model", type=str, default=None,
                        help="evaluate a model exported by infer.py --save_inference=True (no --model needed)")
     group = parser.add_argument_group("report")
@@ -59,19 +63,13 @@ def report_class_names(args, class_dim: int, exported_labels) -> list[str] | Non
     """--class_map_path, else ``exported_labels`` (the export's labels.txt or a folder data set's class
     folders), else labels.txt beside --pretrained_model, else the ImageNet names for 1000 classes, else None
     (classes are called by their id)."""
-    from utils.inference import LABELS_FILE, label_names, read_class_map
+    from utils.inference import label_names, read_class_map
 
     if args.class_map_path:
         return read_class_map(args.class_map_path, class_dim)
     if exported_labels:
         return exported_labels
-    if args.pretrained_model:
-        folder = args.pretrained_model if os.path.isdir(args.pretrained_model) else \
-            os.path.dirname(args.pretrained_model)
-        beside = os.path.join(folder, LABELS_FILE)
-        if os.path.isfile(beside):
-            return read_class_map(beside, class_dim, f"checkpoint labels ({beside})")
-    return label_names(None, class_dim)
+    return label_names(None, class_dim, args.pretrained_model)
 
 
 def main(argv):
@@ -108,9 +106,16 @@ def main(argv):
     device = select_device(args.use_gpu)
     rank = distributed.init(device)  # under paddle.distributed.launch each rank evaluates an interleaved share
     if args.inference_model:
-        deployed, forward = exported_for_eval(args, device)
+        # on CPU with neither flag: the fastest engine x precision matching fp32 (utils.inference.autoselect)
+        auto_choice = args.engine is None and args.precision is None and device == "cpu"
+        deployed, forward = exported_for_eval(args, device, build_engine=not auto_choice)
         args.model, model, cfg, class_dim = deployed.model, None, deployed.preprocess, deployed.class_dim
         val = resolve_split(args.data_dir, args.val_list, "val_list.txt", "val", class_dim)
+        if auto_choice:
+            from utils.inference.autoselect import auto_engine, calibration_batch
+
+            forward = auto_engine(deployed, inference_options(args, args.batch_size, device),
+                                  lambda: calibration_batch([s.path for s in val.summary.samples], cfg))
         exported_labels = deployed.labels or val.class_names
     else:
         val = resolve_split(args.data_dir, args.val_list, "val_list.txt", "val", args.class_dim)
@@ -147,11 +152,12 @@ def main(argv):
     result = {"model": args.model, "top1": accuracy.top(1), "top5": accuracy.top(5),
               "samples": accuracy.samples, "skipped": skipped, "pretrained_model": args.pretrained_model,
               "inference_model": args.inference_model, "engine": getattr(forward, "name", "dygraph"),
+              "precision": getattr(forward, "precision", args.precision or "fp32"),
               "engine_fallback": engine_fallback(forward),
               "val_list": val_list, "class_dim": class_dim, "preprocess": cfg.__dict__,
               "seconds": round(seconds, 2)}
-    print(f"[eval] {args.model} ({result['engine']}) top1 {result['top1']:.4f} top5 {result['top5']:.4f} "
-          f"samples {accuracy.samples} skipped {skipped} ({seconds:.1f} s)")
+    print(f"[eval] {args.model} ({result['engine']} {result['precision']}) top1 {result['top1']:.4f} "
+          f"top5 {result['top5']:.4f} samples {accuracy.samples} skipped {skipped} ({seconds:.1f} s)")
     if want_report:
         counts = all_reduce_class_counts(counts)
         indices, labels, logits = predictions.gather()  # every rank takes part; rank 0 writes

@@ -43,12 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--engine", type=str, default=None, choices=("dygraph", "inference"),
                        help="dygraph, or inference (Paddle Inference with oneDNN); default on CPU: inference "
                             "when its first batch gives the same top-k as dygraph")
+    group.add_argument("--precision", type=str, default="fp32", choices=("fp32", "bf16", "int8", "fp16"),
+                       help="Paddle Inference precision (--engine inference): bf16 on a CPU with AVX512-BF16 or "
+                            "AMX, fp16 on the GPU (int8 runs on an export: predict.py --engine openvino)")
     group = parser.add_argument_group("export")
     group.add_argument("--save_inference", type=flags.str2bool, default=False,
                        help="export to <model_save_dir>/<model>/ (paddle.jit.save, preprocess.json, labels.txt)")
     group.add_argument("--save_onnx", type=flags.str2bool, default=False,
                        help="also convert the export to ONNX (paddle2onnx) and check it in onnxruntime")
     group.add_argument("--model_save_dir", type=str, default="./output", help="where exports are written")
+    group.add_argument("--calib_list", type=str, default=None,
+                       help="with --save_inference=True: calibrate the export's int8 model (NNCF, for --engine "
+                            "openvino --precision int8) on these 'path [label]' images (a few hundred)")
     return parser
 
 
@@ -56,7 +62,8 @@ def main(argv):
     from utils import inference as infer
     from utils.args import parse, print_arguments
     from utils.cli import select_device
-    from utils.export import check_onnx, export_onnx, save_inference_model
+    from utils.export import export_onnx, save_inference_model
+    from utils.inference.onnx_engine import check_onnx
     from utils.outputs import probe_output_dir, probe_output_file
     from utils.presets import preprocess_config
 
@@ -64,6 +71,10 @@ def main(argv):
     print_arguments(args, out=sys.stderr)
     infer.check_temperature(args.temperature)
     exporting = args.save_inference or args.save_onnx
+    if args.calib_list:
+        from utils.quantize import check_calib_list
+
+        check_calib_list(args.calib_list, exporting)
     if args.save_json_path:
         probe_output_file(args.save_json_path, "--save_json_path")
     if exporting:
@@ -74,7 +85,7 @@ def main(argv):
     cfg = preprocess_config(args)
     model, class_dim = infer.load_model(args)
     infer.check_topk(args.topk, class_dim)
-    names = infer.label_names(args.class_map_path, class_dim)
+    names = infer.label_names(args.class_map_path, class_dim, args.pretrained_model)
 
     export_dir = None
     if exporting:
@@ -85,6 +96,10 @@ def main(argv):
         onnx_path = export_onnx(export_dir)
         diff = check_onnx(onnx_path, infer.DygraphEngine(model), cfg.crop_size, min(5, class_dim))
         infer.log(f"exported {onnx_path}; onnxruntime matches dygraph (max score difference {diff:.1e})")
+    if args.calib_list:
+        from utils.quantize import CalibrationOptions, calibrate
+
+        calibrate(export_dir, CalibrationOptions(args.calib_list, threads=infer.decode_threads(args)))
     if not items:
         return 0
 

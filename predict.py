@@ -9,8 +9,9 @@
         --image_path=cat.jpg --gpu_id=0 --gpu_mem=1024          # the classic form (a classic export too)
 
 Preprocessing and class names come from the export (preprocess.json, labels.txt). CPU runs use oneDNN
-with --cpu_threads; --use_gpu=True runs on --gpu_id, with TensorRT under --use_tensorrt=True. The output
-is infer.py's: a JSON list on stdout, one object per image, logs on stderr.
+with --cpu_threads (--engine onnxruntime/openvino: the export's inference.onnx; --precision bf16/int8 where
+the CPU has the instructions); --use_gpu=True runs on --gpu_id, with TensorRT under --use_tensorrt=True.
+The output is infer.py's: a JSON list on stdout, one object per image, logs on stderr.
 """
 import argparse
 import sys
@@ -44,15 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--eval", type=flags.str2bool, default=False,
                        help="with a labelled list in --data_dir: print top-1/top-5 accuracy")
     group = parser.add_argument_group("runtime")
-    group.add_argument("--engine", type=str, default="inference", choices=("inference", "onnxruntime"),
-                       help="Paddle Inference, or onnxruntime on the export's inference.onnx")
+    group.add_argument("--engine", type=str, default=None, choices=("inference", "onnxruntime", "openvino"),
+                       help="Paddle Inference, or onnxruntime or OpenVINO on the export's inference.onnx "
+                            "(converted once when missing); default on CPU: the fastest of these x --precision "
+                            "whose scores match fp32, chosen once per machine kind (engine_choice.json in the export)")
     group.add_argument("--enable_mkldnn", type=flags.str2bool, default=True, help="oneDNN kernels on CPU")
     group.add_argument("--gpu_id", type=int, default=0)
     group.add_argument("--gpu_mem", type=int, default=500, help="initial GPU memory pool in MB")
     group.add_argument("--use_tensorrt", type=flags.str2bool, default=False,
                        help="TensorRT subgraphs (GPU builds compiled with TensorRT)")
-    group.add_argument("--precision", type=str, default="fp32", choices=("fp32", "fp16"),
-                       help="Paddle Inference precision: fp16 (half) on the GPU; fp32 on the CPU")
+    group.add_argument("--precision", type=str, default=None, choices=("fp32", "bf16", "int8", "fp16"),
+                       help="CPU: fp32, bf16 (needs AVX512-BF16 or AMX) or int8 (the export's int8/ model; "
+                            "needs VNNI or AMX); GPU: fp32 or fp16")
     group = parser.add_argument_group("preprocessing of a classic export (--model_file/--params_file)")
     group.add_argument("--model", type=str, default=None, help="take the preprocessing of this zoo model")
     group.add_argument("--image_shape", nargs="+", action=flags.ShapeAction, default=None,
@@ -86,16 +90,24 @@ def main(argv):
     if args.inference_model:
         deployed = infer.load_export(args.inference_model)
         items = infer.collect_images(args.image_path, args.data_dir)
-        engine = infer.engine_for_export(args.engine, deployed, options)
+        if args.engine is None and args.precision is None and not args.use_gpu:
+            # the fastest engine x precision that matches fp32 here (utils.inference.autoselect)
+            from utils.inference.autoselect import auto_engine, calibration_batch
+
+            engine = auto_engine(deployed, options, lambda: calibration_batch([i.path for i in items],
+                                                                              deployed.preprocess))
+        else:
+            engine = infer.engine_for_export(args.engine or "inference", deployed, options)
     else:
-        if args.engine != "inference":
+        if args.engine not in (None, "inference"):
             raise UsageError(f"--engine {args.engine}: --model_file/--params_file run on Paddle Inference")
         items = infer.collect_images(args.image_path, args.data_dir)
         deployed, engine = load_classic(args, options)
     infer.check_topk(args.topk, deployed.class_dim)
     names = infer.read_class_map(args.class_map_path, deployed.class_dim) if args.class_map_path else deployed.labels
     accuracy = infer.eval_accumulator(items, args.eval)
-    infer.log(f"model: {deployed.model} ({deployed.class_dim} classes) from {deployed.directory}, engine {args.engine}")
+    infer.log(f"model: {deployed.model} ({deployed.class_dim} classes) from {deployed.directory}, engine {engine.name} "
+              f"{getattr(engine, 'precision', options.precision)}")
     batches = infer.iter_batches(items, deployed.preprocess, args.batch_size, infer.decode_threads(args))
     temperature = deployed.temperature if args.temperature is None else args.temperature
     records = infer.classify(batches, engine, args.topk, names, accuracy=accuracy, temperature=temperature,
@@ -107,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, import_paddle=False)  # paddle only when the engine is Paddle Inference

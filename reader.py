@@ -22,6 +22,7 @@ import numpy as np
 from paddle.io import DataLoader, Dataset
 
 from utils.errors import UsageError
+from utils.text_files import ListFileError, read_text_lines  # noqa: F401 (reader.ListFileError: public name)
 from utils.transforms import (
     ImageDecodeError,
     PreprocessConfig,
@@ -32,10 +33,6 @@ from utils.transforms import (
     train_transform,
 )
 from utils.workers import init_reader_worker, one_opencv_thread_for_forked_workers
-
-
-class ListFileError(ValueError):
-    """A list file that cannot be used; the message names file:line and the fix."""
 
 
 @dataclass(frozen=True)
@@ -96,21 +93,6 @@ def label_count_warnings(list_path: str, labels: list[int], first_line: dict[int
             found.append(f"{list_path}:{first_line[label]}: label {label} appears only once while the other classes "
                          f"have ~{others[len(others) // 2]} samples each (a typo adds a class)")
     return found
-
-
-def read_text_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text file (a leading BOM removed); bytes that are not UTF-8 are an error naming
-    file:line instead of silently replaced characters."""
-    with open(path, "rb") as handle:
-        raw_lines = handle.read().splitlines()
-    lines = []
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            lines.append(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
-        except UnicodeDecodeError as err:
-            raise ListFileError(f"{path}:{number}: byte {raw[err.start:err.start + 1]!r} at column "
-                                f"{err.start + 1} is not UTF-8; save the file as UTF-8") from None
-    return lines
 
 
 def read_list_lines(list_path: str) -> Iterator[tuple[int, str]]:

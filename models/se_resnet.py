@@ -1,7 +1,9 @@
 """Squeeze-and-Excitation ResNets (Hu et al.) in the classic suite's naming; SE reduction ratio 16.
 
 - ``SE_ResNet<depth>_vd``: ResNet vd (three-conv stem 32/32/64, average-pool shortcuts) + SE per block.
-- ``SE_ResNeXt<depth>_32x4d``: ResNeXt 32x4d with the 7x7 stem and strided 1x1 shortcuts + SE.
+- ``SE_ResNeXt<depth>_32x4d``: ResNeXt 32x4d with the 7x7 stem and strided 1x1 shortcuts + SE. The 152-layer
+  one is, despite its name, the classic suite's other network (se_resnext.py at 152 layers): three-conv stem
+  64/64/128 and 64 groups of 2 channels (the same 128-256-512-1024 inner widths); PaddleClas has no such model.
 - ``SE_ResNeXt<depth>_vd_32x4d``: ResNeXt 32x4d vd with a wider stem (64/64/128) + SE.
 - ``SENet154_vd``: the SENet-154 of the paper: 64x4d grouped bottlenecks, 3-8-36-3 blocks, stem 64/64/128,
   dropout 0.2 before the classifier; vd average-pool shortcuts.
@@ -15,7 +17,7 @@ from models.resnet_legacy import LegacyResNet
 
 SE_REDUCTION = 16
 RESNET_VD_STEM = (32, 32, 64)
-WIDE_VD_STEM = (64, 64, 128)  # the SE_ResNeXt_vd / SENet154 stem
+WIDE_VD_STEM = (64, 64, 128)  # the SE_ResNeXt_vd / SENet154 stem, and the classic SE_ResNeXt152_32x4d's
 
 # Dropout before the classifier (training only), as the classic suite trained them.
 SE_RESNEXT_DROPOUT = 0.5
@@ -36,6 +38,14 @@ def se_resnext(depth: int, vd: bool, class_dim: int = 1000, **options) -> Legacy
         options.setdefault("dropout", SE_RESNEXT_DROPOUT)
     return LegacyResNet(depth=depth, cardinality=32, group_width=4, deep_stem=WIDE_VD_STEM if vd else None,
                         avg_down=vd, se_reduction=SE_REDUCTION, class_dim=class_dim, **options)
+
+
+def classic_se_resnext152(class_dim: int = 1000, **options) -> LegacyResNet:
+    """se_resnext.py's 152-layer branch: 3x3 stem convs 64 (stride 2), 64, 128, then the max pool;
+    cardinality 64 on the 32x4d inner widths (64 x 2 = 128 in the first stage); strided 1x1 shortcuts."""
+    options.setdefault("dropout", SE_RESNEXT_DROPOUT)
+    return LegacyResNet(depth=152, cardinality=64, group_width=2, deep_stem=WIDE_VD_STEM, avg_down=False,
+                        se_reduction=SE_REDUCTION, class_dim=class_dim, **options)
 
 
 @register_model("SE_ResNet18_vd", meta=SE_RESNET_VD_META)
@@ -80,7 +90,7 @@ def se_resnext101_32x4d(class_dim=1000, **options):
 
 @register_model("SE_ResNeXt152_32x4d", meta=SE_RESNEXT_META)
 def se_resnext152_32x4d(class_dim=1000, **options):
-    return se_resnext(152, vd=False, class_dim=class_dim, **options)
+    return classic_se_resnext152(class_dim=class_dim, **options)
 
 
 @register_model("SE_ResNeXt50_vd_32x4d", meta=SE_RESNEXT_VD_META)

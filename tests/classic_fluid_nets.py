@@ -1,13 +1,15 @@
 """Run under Paddle 2.x (static graph): build a network laid out and named as the classic suite's model
 definitions do (PaddlePaddle/models, PaddleCV/image_classification/models/: resnet.py, resnet_vd.py,
-resnext.py, resnext_vd.py, mobilenet_v1.py, mobilenet_v2.py), fill every parameter and BatchNorm statistic
-with random values, write them as a classic per-parameter directory (paddle.static.save_vars, one file per
-variable) and the network's logits on a given input; optionally the classic inference export (model + params).
+resnext.py, resnext_vd.py, mobilenet_v1.py, mobilenet_v2.py, se_resnext.py), fill every parameter and BatchNorm
+statistic with random values, write them as a classic per-parameter directory (paddle.static.save_vars, one file
+per variable) and the network's logits on a given input; optionally the classic inference export (model + params).
 
     python tests/classic_fluid_nets.py --model ResNet50_vd --class_dim 10 --input x.npy --out_dir D --logits y.npy \
         [--export_dir E]
 
-The classic ResNets' classifier is an unnamed fc, so its names are the ones Paddle generates.
+The classic ResNets' classifier is an unnamed fc, so its names are the ones Paddle generates. The classic
+SE_ResNeXt applies fluid.layers.dropout(p=0.5) before its classifier in the default downgrade_in_infer mode
+(inference multiplies by 1 - p), as it is built here.
 This is the independent side of tests/test_classic_compat.py: no name here comes from utils/fluid_weights.py.
 """
 import argparse
@@ -141,7 +143,54 @@ def mobilenet_v2(x, class_dim):
     return nn.fc(x, class_dim, weight_attr=ParamAttr(name="fc10_weights"), bias_attr=ParamAttr(name="fc10_offset"))
 
 
+def squeeze_excitation(x, channels, reduction, name):
+    pooled = paddle.flatten(paddle.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+    squeeze = nn.fc(pooled, channels // reduction, activation="relu", weight_attr=ParamAttr(name=name + "_sqz_weights"),
+                    bias_attr=ParamAttr(name=name + "_sqz_offset"))
+    excitation = nn.fc(squeeze, channels, activation="sigmoid", weight_attr=ParamAttr(name=name + "_exc_weights"),
+                       bias_attr=ParamAttr(name=name + "_exc_offset"))
+    # paddle.multiply / paddle.add, not * / +: on a batch of unknown size the operators' transitional warning
+    # walks the Python stack (inspect.stack) on every call, seconds for the 152-layer net
+    return paddle.multiply(x, paddle.unsqueeze(excitation, [2, 3]))
+
+
+def se_resnext(x, depth, class_dim):
+    """se_resnext.py: at 50/101 layers a 7x7 stem conv1 and 32 groups, block <n>_<i> with stage n from 2; at 152
+    a 3x3 stem conv1 (64, stride 2), conv2 (64), conv3 (128) and 64 groups, stage n from 4. Convs
+    conv<n>_<i>_x1..x3 (inner widths 128-256-512-1024 at every depth), shortcut conv<n>_<i>_prj where the shape
+    changes, squeeze-excite fc<n>_<i>_sqz/_exc (reduction 16); BatchNorms <conv>_bn; classifier fc6."""
+    if depth == 152:
+        cardinality, first_stage = 64, 4
+        x = conv_bn(x, 64, 3, 2, "conv1", "relu", bn_name="conv1_bn")
+        x = conv_bn(x, 64, 3, 1, "conv2", "relu", bn_name="conv2_bn")
+        x = conv_bn(x, 128, 3, 1, "conv3", "relu", bn_name="conv3_bn")
+    else:
+        cardinality, first_stage = 32, 2
+        x = conv_bn(x, 64, 7, 2, "conv1", "relu", bn_name="conv1_bn")
+    x = paddle.nn.functional.max_pool2d(x, 3, 2, padding=1)
+    channels = x.shape[1]
+    for stage, (count, width) in enumerate(zip(DEPTHS[depth], (128, 256, 512, 1024))):
+        for i in range(count):
+            name = f"{stage + first_stage}_{i + 1}"
+            stride = 2 if i == 0 and stage > 0 else 1
+            out = conv_bn(x, width, 1, 1, f"conv{name}_x1", "relu", bn_name=f"conv{name}_x1_bn")
+            out = conv_bn(out, width, 3, stride, f"conv{name}_x2", "relu", groups=cardinality,
+                          bn_name=f"conv{name}_x2_bn")
+            out = conv_bn(out, width * 2, 1, 1, f"conv{name}_x3", bn_name=f"conv{name}_x3_bn")
+            out = squeeze_excitation(out, width * 2, 16, f"fc{name}")
+            if channels != width * 2 or stride != 1:
+                x = conv_bn(x, width * 2, 1, stride, f"conv{name}_prj", bn_name=f"conv{name}_prj_bn")
+            x = paddle.nn.functional.relu(paddle.add(x, out))
+            channels = width * 2
+    x = paddle.flatten(paddle.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+    # fluid.layers.dropout's default mode at inference: x * (1 - p)
+    x = paddle.nn.functional.dropout(x, p=0.5, training=False, mode="downscale_in_infer")
+    return nn.fc(x, class_dim, weight_attr=ParamAttr(name="fc6_weights"), bias_attr=ParamAttr(name="fc6_offset"))
+
+
 def build(model, x, class_dim):
+    if model.startswith("SE_ResNeXt"):  # SE_ResNeXt50_32x4d, SE_ResNeXt152_32x4d, ...
+        return se_resnext(x, int(model[len("SE_ResNeXt"):].split("_")[0]), class_dim)
     if model == "MobileNetV1":
         return mobilenet_v1(x, class_dim)
     if model == "MobileNetV2":
@@ -175,8 +224,7 @@ def main():
     with paddle.static.program_guard(main_program, startup):
         x = paddle.static.data("x", [None, *image.shape[1:]], "float32")
         logits = build(args.model, x, args.class_dim)
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    exe.run(startup)
+    exe = paddle.static.Executor(paddle.CPUPlace())  # no startup run: every persistable is set below
     rng = np.random.default_rng(0)
     scope = paddle.static.global_scope()
     persistables = [v for v in main_program.list_vars() if v.persistable and v.name not in ("feed", "fetch")]

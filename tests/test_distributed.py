@@ -48,12 +48,14 @@ def launch(args, log_dir, extra_launch=(), env=None, **kwargs):
 
 def test_two_processes_match_one_process_loss_curve(data, tmp_path):
     single = run_script("train.py", *COMMON, *data, f"--model_save_dir={tmp_path / 'single'}", "--validate=False")
-    proc = launch([*COMMON, *data, f"--model_save_dir={tmp_path / 'dist'}", "--validate=False"],
-                  tmp_path / "log", ["--nproc_per_node", "2"])
+    # 2 ranks x 4 images x --accum_steps 2 train each step on the single run's 16 images (the ranks interleave
+    # one order); the ranks all-reduce once per optimizer step, so a missed all-reduce shows in the losses
+    proc = launch([*COMMON, *data, f"--model_save_dir={tmp_path / 'dist'}", "--validate=False", "--batch_size=8",
+                   "--accum_steps=2"], tmp_path / "log", ["--nproc_per_node", "2"])
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-3000:]
     rank0 = (tmp_path / "log" / "workerlog.0").read_text()
-    assert "2 process(es)" in rank0
+    assert "2 process(es)" in rank0 and "of 2 batches each" in rank0
     expected, got = losses(single.stdout), losses(rank0)
     assert len(expected) == len(got) == 3
     assert got == pytest.approx(expected, abs=1e-4)

@@ -134,7 +134,7 @@ def test_infer_prints_and_writes_one_record_per_image_and_exports(exported, imag
 
 def test_predict_with_paddle_inference_matches_dygraph(exported, images):
     proc = run_script("predict.py", f"--inference_model={exported['dir']}", f"--data_dir={images / 'sub'}",
-                      f"--topk={TOPK}", "--batch_size=4", "--cpu_threads=2")
+                      f"--topk={TOPK}", "--batch_size=4", "--cpu_threads=2", "--engine=inference")
     assert_same_topk(exported["dygraph"], results(proc), "Paddle Inference vs dygraph")
 
 
@@ -160,13 +160,14 @@ def test_eval_of_the_export_equals_eval_of_the_dygraph_model(exported, images):
     json_a, json_b = exported["dir"].parent / "eval_dygraph.json", exported["dir"].parent / "eval_export.json"
     run_script("eval.py", f"--model={exported['name']}", f"--pretrained_model={exported['weights']}", *SIZE,
                "--engine=dygraph", *common, f"--save_json_path={json_a}")
-    run_script("eval.py", f"--inference_model={exported['dir']}", *common, f"--save_json_path={json_b}")
+    run_script("eval.py", f"--inference_model={exported['dir']}", *common, f"--save_json_path={json_b}",
+               "--engine=inference")
     dygraph, deployed = json.loads(json_a.read_text()), json.loads(json_b.read_text())
     assert deployed["engine"] == "inference" and dygraph["engine"] == "dygraph"
     assert deployed["samples"] == dygraph["samples"] == 8
     assert (deployed["top1"], deployed["top5"]) == (dygraph["top1"], dygraph["top5"])
     proc = run_script("predict.py", f"--inference_model={exported['dir']}", f"--data_dir={images / 'list.txt'}",
-                      "--eval=True")
+                      "--eval=True", "--engine=inference")
     assert f"top1 {dygraph['top1']:.4f} top5 {dygraph['top5']:.4f} samples 8" in proc.stderr
 
 
@@ -247,8 +248,25 @@ def test_predict_refuses_a_directory_without_an_export(tmp_path):
 
 
 def test_benchmark_infer_runs_all_engines_in_one_table():
-    engines = ["dygraph", "inference"] + ([] if MISSING_ONNX else ["onnxruntime"])
+    from utils.cpu_features import cpu_features
+
+    engines = ["dygraph", "inference", "inference-int8", "openvino-bf16"] + ([] if MISSING_ONNX else ["onnxruntime"])
     proc = run_script("benchmark.py", "infer", "--models", "ResNet18", "--batch_sizes", "1", "2", "--runs=1",
-                      "--image_size=64", "--engines", *engines)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("ResNet18 ") and line.split()[1].isdigit()]
-    assert len(lines) == 2 and all(len(line.split()) == 2 + 2 * len(engines) for line in lines), proc.stdout
+                      "--image_size=64", "--auto_images=4", "--engines", *engines)
+    assert proc.stdout.startswith(f"CPU: {cpu_features().model}; avx512_bf16 "), proc.stdout
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+            if line.startswith("| ResNet18 |")]
+    assert all(len(row) == 3 + 2 * 2 + 1 for row in rows), proc.stdout
+    paths = [(row[1], row[2]) for row in rows]
+    wanted = [(e.partition("-")[0], e.partition("-")[2] or "fp32") for e in engines]
+    assert paths[:-1] == wanted and paths[-1][0].startswith("default: "), proc.stdout
+    default = (paths[-1][0].removeprefix("default: "), paths[-1][1])
+    for row in rows:  # figures, or the reason it did not run (a numbered line below the table)
+        numbers = row[3:7]
+        if row[1].startswith("default: ") and default not in wanted:
+            assert numbers == ["-"] * 4 and "was not timed here" in row[7], row
+        elif row[7].startswith("not run: see ("):
+            assert numbers == ["-"] * 4 and f"\n{row[7].removeprefix('not run: see ')} " in proc.stdout, row
+        else:
+            assert all(float(value) > 0 for value in numbers), row
+    assert any(row[7].startswith("not run") for row in rows if row[1:3] == ["inference", "int8"]), proc.stdout

@@ -124,3 +124,26 @@ def test_multi_node_example_scales_to_its_stated_figures(stub_python, tmp_path):
     argv, _, _ = launched(run_recipe("ResNet50_dist", stub_python, tmp_path, MASTER="10.0.0.1:8090", NNODES="2",
                                      CUDA_VISIBLE_DEVICES="0,1,2,3"))
     assert flag(argv, "--batch_size") == "256" and float(flag(argv, "--lr")) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("name, model, lr_ref, batch_ref", [
+    ("ResNet50_vd_modern", "ResNet50_vd", 0.1, 256), ("MobileNetV3_large_x1_0_modern", "MobileNetV3_large_x1_0",
+                                                      0.064, 1024)])
+def test_modern_recipes_parse_and_scale_lr_to_the_accumulated_batch(stub_python, tmp_path, name, model, lr_ref,
+                                                                    batch_ref):
+    from train import build_parser
+    from utils.args import parse
+
+    argv, _, _ = launched(run_recipe(name, stub_python, tmp_path, CUDA_VISIBLE_DEVICES="0,1", ACCUM_STEPS="4"))
+    args = parse(build_parser(), argv[argv.index(str(ROOT / "train.py")) + 1:])
+    per_device = {"ResNet50_vd": 64, "MobileNetV3_large_x1_0": 512}[model]
+    assert args.model == model and args.batch_size == 2 * per_device and args.accum_steps == 4
+    assert args.lr == pytest.approx(lr_ref * 2 * per_device * 4 / batch_ref)
+    if model == "ResNet50_vd":  # PaddleClas ResNet50_vd + CutMix, switching per batch
+        assert args.use_mixup and args.cutmix_alpha > 0 and args.use_label_smoothing
+        assert args.lr_strategy == "cosine_decay_warmup"
+    else:  # timm's RandAugment recipe
+        assert args.use_randaugment and args.random_erasing_prob == 0.2 and args.use_ema
+        assert args.optimizer == "rmsprop" and args.lr_strategy == "exponential_decay_warmup"
+    proc = run_recipe(name, stub_python, tmp_path, check=False, CUDA_VISIBLE_DEVICES="", ACCUM_STEPS="0")
+    assert proc.returncode == 2 and "error: ACCUM_STEPS=0 must be a positive whole number" in proc.stderr

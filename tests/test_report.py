@@ -252,9 +252,9 @@ def test_a_temperature_given_to_infer_is_stored_in_the_export_and_applied_by_pre
     export = tmp_path / "ResNet18"
     assert json.loads((export / "preprocess.json").read_text())["temperature"] == 2
     at_two = scores_by_class(run_script("predict.py", f"--inference_model={export}", f"--image_path={image}",
-                                        "--topk=10"))[0]
+                                        "--topk=10", "--engine=inference"))[0]
     plain = scores_by_class(run_script("predict.py", f"--inference_model={export}", f"--image_path={image}",
-                                       "--topk=10", "--temperature=1"))[0]
+                                       "--topk=10", "--temperature=1", "--engine=inference"))[0]
     # softmax(z / 2) is proportional to sqrt(softmax(z)) over all 10 classes
     root = {c: np.sqrt(p) for c, p in plain.items()}
     expected = {c: v / sum(root.values()) for c, v in root.items()}

@@ -118,12 +118,27 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use_aa", type=str2bool, default=False, help="AutoAugment, ImageNet policy")
     group.add_argument("--use_mixup", type=str2bool, default=False)
     group.add_argument("--mixup_alpha", type=float, default=0.2)
+    group.add_argument("--cutmix_alpha", type=float, default=0.0, help="CutMix Beta(a, a) (0: off)")
+    group.add_argument("--mixup_switch_prob", type=float, default=0.5,
+                       help="with mixup and CutMix on: probability a batch gets CutMix")
+    group.add_argument("--use_randaugment", type=str2bool, default=False, help="RandAugment (cv2 reader)")
+    group.add_argument("--randaugment_n", type=int, default=2, help="RandAugment: operations per image")
+    group.add_argument("--randaugment_m", type=int, default=9, help="RandAugment: magnitude, 0-30")
+    group.add_argument("--random_erasing_prob", type=float, default=0.0,
+                       help="random erasing probability per image (0: off)")
     group.add_argument("--use_label_smoothing", type=str2bool, default=False)
     group.add_argument("--label_smoothing_epsilon", type=float, default=0.1)
     group.add_argument("--use_ema", type=str2bool, default=False)
     group.add_argument("--ema_decay", type=float, default=0.9999)
     group.add_argument("--freeze_bn", type=str2bool, default=False,
                        help="keep BatchNorm statistics fixed (small-batch fine-tuning; exact multi-process parity)")
+    group.add_argument("--accum_steps", type=int, default=1,
+                       help="gradient accumulation: loader batches per optimizer step (effective batch = "
+                            "batch_size x accum_steps)")
+    group.add_argument("--clip_grad_norm", type=float, default=None,
+                       help="clip the global L2 norm of all gradients to this (after AMP unscaling); default off")
+    group.add_argument("--use_sync_bn", type=str2bool, default=False,
+                       help="SyncBatchNorm across processes (multi-GPU runs; on CPU or one process: plain BatchNorm)")
     group.add_argument("--validate", type=str2bool, default=True, help="evaluate after each epoch")
 
     group = parser.add_argument_group("checkpoints and logging")
@@ -236,6 +251,7 @@ _AT_LEAST = {
     "reader_thread": (0, ">= 0 (0: decode in the main process)"),
     "reader_buf_size": (1, ">= 1 (batches per worker)"),
     "cpu_threads": (1, ">= 1"), "lr": (0, ">= 0"),
+    "accum_steps": (1, ">= 1 (loader batches per optimizer step; 1: no accumulation)"),
 }
 
 _FLAG_NAMES = {"reader_buf_size": "prefetch_batches", "same_feed": "same_feed_batches"}  # dest -> flag
@@ -252,8 +268,12 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
     epsilon = given.get("label_smoothing_epsilon")
     if epsilon is not None and not 0 <= epsilon < 1:
         problems.append(f"--label_smoothing_epsilon {epsilon}: must be in [0, 1)")
+    if given.get("clip_grad_norm") is not None and not given["clip_grad_norm"] > 0:
+        problems.append(f"--clip_grad_norm {given['clip_grad_norm']}: must be > 0 (the largest global gradient "
+                        "norm; leave the flag out for no clipping)")
     if given.get("use_mixup") and given.get("mixup_alpha") is not None and given["mixup_alpha"] <= 0:
         problems.append(f"--mixup_alpha {given['mixup_alpha']}: must be > 0 with --use_mixup=True")
+    problems += augmentation_problems(given)
     for name in ("image_mean", "image_std"):
         values = given.get(name)
         if values and max(values) > 1:
@@ -270,6 +290,27 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
     return problems
 
 
+def augmentation_problems(given: dict) -> list[str]:
+    """CutMix, RandAugment and random erasing ranges and combinations (flags the script lacks are skipped)."""
+    problems = []
+    if given.get("cutmix_alpha") is not None and given["cutmix_alpha"] < 0:
+        problems.append(f"--cutmix_alpha {given['cutmix_alpha']}: must be > 0 (or 0: no CutMix)")
+    for name in ("mixup_switch_prob", "random_erasing_prob"):
+        if given.get(name) is not None and not 0 <= given[name] <= 1:
+            problems.append(f"--{name} {given[name]}: must be in [0, 1]")
+    if given.get("use_randaugment"):
+        if given["randaugment_n"] < 1:
+            problems.append(f"--randaugment_n {given['randaugment_n']}: must be >= 1 (operations per image)")
+        if not 0 <= given["randaugment_m"] <= 30:
+            problems.append(f"--randaugment_m {given['randaugment_m']}: must be in [0, 30] (the magnitude scale)")
+        if given.get("use_aa"):
+            problems.append("--use_randaugment and --use_aa: give one (both are automatic augmentation policies)")
+        if given.get("use_dali"):
+            problems.append("--use_randaugment=True needs the cv2 reader: drop --use_dali=True (the DALI pipeline "
+                            "does random crop and flip only)")
+    return problems
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Refuse out-of-range flag values before any work; every bad flag gets its own line."""
     problems = flag_problems(args)
@@ -277,7 +318,8 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError("\nerror: ".join(problems))
 
 
-def print_arguments(args: argparse.Namespace, out=sys.stdout) -> None:
+def print_arguments(args: argparse.Namespace, out=None) -> None:
+    out = out or sys.stdout  # looked up per call: a default bound at import would keep a replaced stream
     print("-------------  Configuration Arguments -------------", file=out)
     for key, value in sorted(vars(args).items()):
         print(f"{key:>35} : {value}", file=out)

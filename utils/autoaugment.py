@@ -39,10 +39,6 @@ IMAGENET_POLICY = (
 )
 
 
-def _level(magnitude: int, maximum: float) -> float:
-    return magnitude / 10.0 * maximum
-
-
 def _signed(value: float, rng: np.random.Generator) -> float:
     return -value if rng.random() < 0.5 else value
 
@@ -62,63 +58,79 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
-def shear_x(image, magnitude, rng):
-    shear = _signed(_level(magnitude, 0.3), rng)
+# The operations, shared with RandAugment. ``strength`` is the fraction (0-1) of each operation's largest
+# change: AutoAugment passes magnitude / 10, RandAugment magnitude / 30. The maxima are the AutoAugment
+# paper's ranges (shear 0.3, translate 150/331 of the side, rotate 30 degrees, enhance factor 1 +- 0.9,
+# posterize 8 -> 4 bits, solarize threshold 256 -> 0); the sign of signed operations is drawn from ``rng``.
+
+
+def shear_x(image, strength, rng):
+    shear = _signed(strength * 0.3, rng)
     return _affine(image, np.float32([[1, shear, 0], [0, 1, 0]]))
 
 
-def shear_y(image, magnitude, rng):
-    shear = _signed(_level(magnitude, 0.3), rng)
+def shear_y(image, strength, rng):
+    shear = _signed(strength * 0.3, rng)
     return _affine(image, np.float32([[1, 0, 0], [shear, 1, 0]]))
 
 
-def translate_x(image, magnitude, rng):
-    shift = _signed(_level(magnitude, 150 / 331) * image.shape[1], rng)
+def translate_x(image, strength, rng):
+    shift = _signed(strength * (150 / 331) * image.shape[1], rng)
     return _affine(image, np.float32([[1, 0, shift], [0, 1, 0]]))
 
 
-def translate_y(image, magnitude, rng):
-    shift = _signed(_level(magnitude, 150 / 331) * image.shape[0], rng)
+def translate_y(image, strength, rng):
+    shift = _signed(strength * (150 / 331) * image.shape[0], rng)
     return _affine(image, np.float32([[1, 0, 0], [0, 1, shift]]))
 
 
-def rotate(image, magnitude, rng):
+def rotation_degrees(strength: float) -> float:
+    return strength * 30.0
+
+
+def rotate(image, strength, rng):
     height, width = image.shape[:2]
-    degrees = _signed(_level(magnitude, 30), rng)
+    degrees = _signed(rotation_degrees(strength), rng)
     return _affine(image, cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0))
 
 
-def color(image, magnitude, rng):
-    return _blend(image, _gray(image), 1.0 + _signed(_level(magnitude, 0.9), rng))
+def color(image, strength, rng):
+    return _blend(image, _gray(image), 1.0 + _signed(strength * 0.9, rng))
 
 
-def contrast(image, magnitude, rng):
+def contrast(image, strength, rng):
     mean = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).mean()
-    return _blend(image, np.full_like(image, int(mean + 0.5)), 1.0 + _signed(_level(magnitude, 0.9), rng))
+    return _blend(image, np.full_like(image, int(mean + 0.5)), 1.0 + _signed(strength * 0.9, rng))
 
 
-def brightness(image, magnitude, rng):
-    return _blend(image, np.zeros_like(image), 1.0 + _signed(_level(magnitude, 0.9), rng))
+def brightness(image, strength, rng):
+    return _blend(image, np.zeros_like(image), 1.0 + _signed(strength * 0.9, rng))
 
 
-def sharpness(image, magnitude, rng):
+def sharpness(image, strength, rng):
     kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
     smooth = cv2.filter2D(image, -1, kernel)
-    return _blend(image, smooth, 1.0 + _signed(_level(magnitude, 0.9), rng))
+    return _blend(image, smooth, 1.0 + _signed(strength * 0.9, rng))
 
 
-def posterize(image, magnitude, rng):
-    bits = int(_level(magnitude, 4))  # keep 8 - (0..4) bits, as the paper's [4, 8] range
-    shift = bits
+def posterize_bits_dropped(strength: float) -> int:
+    return int(strength * 4)  # keep 8 - (0..4) bits, as the paper's [4, 8] range
+
+
+def posterize(image, strength, rng):
+    shift = posterize_bits_dropped(strength)
     return ((image >> shift) << shift).astype(np.uint8)
 
 
-def solarize(image, magnitude, rng):
-    threshold = 256 - int(_level(magnitude, 256))
-    return np.where(image >= threshold, 255 - image, image).astype(np.uint8)
+def solarize_threshold(strength: float) -> int:
+    return 256 - int(strength * 256)  # 256: nothing inverted; 0: everything
 
 
-def auto_contrast(image, magnitude, rng):
+def solarize(image, strength, rng):
+    return np.where(image >= solarize_threshold(strength), 255 - image, image).astype(np.uint8)
+
+
+def auto_contrast(image, strength, rng):
     out = np.empty_like(image)
     for channel in range(3):
         plane = image[..., channel]
@@ -131,20 +143,31 @@ def auto_contrast(image, magnitude, rng):
     return out
 
 
-def equalize(image, magnitude, rng):
+def equalize(image, strength, rng):
     return np.stack([cv2.equalizeHist(np.ascontiguousarray(image[..., c])) for c in range(3)], axis=-1)
 
 
-def invert(image, magnitude, rng):
+def invert(image, strength, rng):
     return (255 - image).astype(np.uint8)
 
 
-OPERATIONS = {
+BY_STRENGTH = {
     "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x, "TranslateY": translate_y,
     "Rotate": rotate, "Color": color, "Contrast": contrast, "Brightness": brightness,
     "Sharpness": sharpness, "Posterize": posterize, "Solarize": solarize,
     "AutoContrast": auto_contrast, "Equalize": equalize, "Invert": invert,
 }
+
+
+def _on_magnitude_10(operation):
+    def apply(image, magnitude, rng):
+        return operation(image, magnitude / 10.0, rng)
+
+    return apply
+
+
+# AutoAugment's operations, taking the policy's magnitude (0-10)
+OPERATIONS = {name: _on_magnitude_10(operation) for name, operation in BY_STRENGTH.items()}
 
 
 def imagenet_autoaugment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

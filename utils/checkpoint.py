@@ -145,7 +145,7 @@ def class_dim_of_weights(path: str, classifier: tuple[str, ...], flag: str = "--
     from utils.fluid_weights import fluid_class_dim, is_fluid_weights_dir
 
     if is_fluid_weights_dir(path):  # the classic suite's per-parameter directory
-        return fluid_class_dim(path, flag)
+        return fluid_class_dim(path, flag, classifier)
     state = load_state_file(resolve_weights_path(path, flag), flag)
     for prefix in classifier:
         weight = state.get(f"{prefix}.weight")

@@ -202,9 +202,9 @@ class DaliLoader:
     def __init__(self, dataset: ImageListDataset, sampler: EpochBatchSampler, threads: int,
                  device_id: int | None = None):
         cfg = dataset.cfg
-        if dataset.training and (cfg.use_aa or cfg.rotate_degrees or cfg.color_jitter):
+        if dataset.training and (cfg.use_aa or cfg.use_randaugment or cfg.rotate_degrees or cfg.color_jitter):
             raise UsageError("--use_dali=True supports random crop and flip only; drop --use_aa, "
-                             "--rotate_degrees and --color_jitter or use the cv2 reader")
+                             "--use_randaugment, --rotate_degrees and --color_jitter or use the cv2 reader")
         self.dali, self.fn, self.types = import_dali()
         self.dataset, self.sampler = dataset, sampler
         self.threads, self.device_id = max(1, threads), device_id

@@ -20,29 +20,14 @@ import sys
 import tempfile
 from dataclasses import asdict
 
-import numpy as np
-
-from utils.errors import UsageError
-from utils.inference import (
-    DEPLOY_JSON,
-    EXPORT_PREFIX,
-    LABELS_FILE,
-    ONNX_FILE,
-    Engine,
-    OnnxEngine,
-    model_files,
-    same_topk,
-)
+from utils.errors import ExportError
+from utils.export_format import DEPLOY_JSON, EXPORT_PREFIX, LABELS_FILE, ONNX_FILE, model_files
 from utils.transforms import PreprocessConfig
 
 ONNX_OPSET = 13
 # paddle2onnx imports these lazily and, when they are missing, pip-installs them from the network at the
 # first conversion; requirements-onnx.txt lists them so that never happens.
 ONNX_REQUIREMENTS = ("paddle2onnx", "onnx", "onnxruntime", "onnx_graphsurgeon", "sympy")
-
-
-class ExportError(UsageError):
-    """A model that could not be exported or whose export does not reproduce the dygraph outputs."""
 
 
 def _eval_fields(cfg: PreprocessConfig) -> dict:
@@ -196,19 +181,3 @@ def _pad_mode(node) -> str:
         if attribute.name == "mode":
             return attribute.s.decode()
     return "constant"
-
-
-def check_onnx(onnx_path: str, reference: Engine, crop_size: int, topk: int = 5, threads: int = 2,
-               batch: np.ndarray | None = None) -> float:
-    """Run the ONNX model in onnxruntime next to ``reference``; returns the largest softmax difference."""
-    if batch is None:
-        batch = np.random.default_rng(0).standard_normal((2, 3, crop_size, crop_size)).astype(np.float32)
-    onnx_out = OnnxEngine(onnx_path, threads, flag="--save_onnx")(batch)
-    reference_out = reference(batch)
-    if onnx_out.shape != reference_out.shape:
-        raise ExportError(f"{onnx_path}: onnxruntime output shape {onnx_out.shape} != Paddle's {reference_out.shape}")
-    agree, diff = same_topk(onnx_out, reference_out, topk)
-    if not agree:
-        raise ExportError(f"{onnx_path}: onnxruntime does not reproduce the Paddle model "
-                          f"(top-{topk} differs or scores differ by {diff:.2e})")
-    return diff

@@ -38,6 +38,8 @@ def preprocess_config(args: argparse.Namespace, training: bool = False) -> Prepr
         cfg.lower_scale, cfg.lower_ratio, cfg.upper_ratio = args.lower_scale, args.lower_ratio, args.upper_ratio
         cfg.random_flip = args.random_flip
         cfg.rotate_degrees, cfg.color_jitter, cfg.use_aa = args.rotate_degrees, args.color_jitter, args.use_aa
+        cfg.use_randaugment, cfg.randaugment_n, cfg.randaugment_m = (args.use_randaugment, args.randaugment_n,
+                                                                       args.randaugment_m)
         if not 0 < cfg.lower_scale <= 1 or not 0 < cfg.lower_ratio <= cfg.upper_ratio:
             raise UsageError("--lower_scale must be in (0, 1] and 0 < --lower_ratio <= --upper_ratio")
     return cfg

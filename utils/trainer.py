@@ -8,10 +8,17 @@ Multi-process runs: every rank takes the same steps and enters the same collecti
 one rank alone (unreadable images, a stop signal): each step begins with one small agreement over a CPU
 group (how many images each rank could read, whether any rank was asked to stop), and all ranks act on
 the sums together. Rank 0 chooses the seed and the checkpoint to resume; only rank 0 writes.
+
+Gradient accumulation (--accum_steps K): the loader batches of an epoch form groups of K (the last group
+of an epoch may be shorter); each group's losses are divided by the group's batch count, its gradients
+summed, and one optimizer step taken at its end. "Step" below (lr schedule, --print_step, --max_iter, EMA,
+global_step) means an optimizer step; the sampler and mid-epoch checkpoints count loader batches, and
+checkpoints and stops land only at group boundaries, so a resume replays whole groups exactly.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -48,7 +55,7 @@ from utils.distributed import RankInfo
 from utils.ema import ModelEMA
 from utils.errors import UsageError
 from utils.evaluate import all_reduce_counts, evaluate
-from utils.losses import ClassificationLoss, MixupBatch
+from utils.losses import ClassificationLoss, batch_augmentation
 from utils.lr import ScheduleSpec, build_scheduler
 from utils.metrics import Accumulator, format_seconds
 from utils.optimizer import build_optimizer
@@ -97,6 +104,21 @@ def fill_from_good_rows(images, labels, size: int):
         return paddle.gather(images, index), paddle.gather(labels, index) if isinstance(labels, paddle.Tensor) \
             else np.asarray(labels)[rows]
     return np.asarray(images)[rows], np.asarray(labels)[rows]
+
+
+def use_sync_batchnorm(model: paddle.nn.Layer, device: str, world_size: int) -> tuple[paddle.nn.Layer, str]:
+    """--use_sync_bn: BatchNorm layers become SyncBatchNorm (statistics over every process's batch) on a
+    multi-process GPU run; anywhere else plain BatchNorm stays, and the note says why."""
+    if device != "gpu" or world_size < 2:
+        where = "a CPU run (Paddle's SyncBatchNorm has GPU kernels only)" if device != "gpu" else "a single process"
+        return model, f"note: --use_sync_bn has no effect in {where}: plain BatchNorm, per-process statistics"
+    # convert_sync_batchnorm replaces every _BatchNormBase sublayer, sharing its weight, bias and running
+    # statistics (paddle/nn/layer/norm.py, SyncBatchNorm.convert_sync_batchnorm)
+    model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    converted = sum(isinstance(layer, paddle.nn.SyncBatchNorm) for layer in model.sublayers())
+    if not converted:
+        return model, "note: --use_sync_bn: the model has no BatchNorm layer; nothing converted"
+    return model, f"--use_sync_bn: {converted} BatchNorm layers share statistics over {world_size} processes"
 
 
 class Trainer:
@@ -192,6 +214,9 @@ class Trainer:
             report = load_pretrained(self.model, args.pretrained_model, exclude, args.model)
             self._check_pretrained_fit(report)
             _log(self.rank, f"pretrained {args.pretrained_model}: {report.summary()}")
+        if args.use_sync_bn:
+            self.model, note = use_sync_batchnorm(self.model, self.device, self.rank.world_size)
+            _log(self.rank, note)
 
     def _check_pretrained_fit(self, report) -> None:
         """Weights of another architecture are an error: only the classifier may be new (fine-tuning)."""
@@ -238,15 +263,16 @@ class Trainer:
     def _build_solver(self) -> None:
         args = self.args
         if args.total_images:
-            steps = math.ceil(args.total_images / args.batch_size)
+            batches = math.ceil(args.total_images / args.batch_size)
         else:
-            steps = len(self.train_sampler)
-        self.steps_per_epoch = max(1, steps)
+            batches = len(self.train_sampler)
+        self.accum_steps = args.accum_steps
+        self.steps_per_epoch = max(1, math.ceil(batches / self.accum_steps))  # optimizer steps
         spec = ScheduleSpec(args.lr, self.steps_per_epoch, args.num_epochs, args.warm_up_epochs,
                             tuple(args.step_epochs), args.decay_epochs, args.decay_rate)
         self.scheduler = build_scheduler(args.lr_strategy, spec)
         self.optimizer = build_optimizer(args.optimizer, self.model.parameters(), self.scheduler,
-                                         args.l2_decay, args.momentum_rate)
+                                         args.l2_decay, args.momentum_rate, args.clip_grad_norm)
         self.loss_fn = ClassificationLoss(args.label_smoothing_epsilon if args.use_label_smoothing else 0.0)
         self.amp = AmpSettings.from_args(args, self.device)
         if self.amp.note():
@@ -312,9 +338,10 @@ class Trainer:
 
     def fit(self) -> dict:
         args = self.args
+        accumulation = f" of {self.accum_steps} batches each" if self.accum_steps > 1 else ""
         _log(self.rank, f"model {args.model}: {self.class_dim} classes, {len(self.train_samples)} train / "
-             f"{len(self.val_samples)} val images, {self.steps_per_epoch} steps/epoch, seed {self.seed}, "
-             f"device {self.device}, {self.rank.world_size} process(es)")
+             f"{len(self.val_samples)} val images, {self.steps_per_epoch} steps/epoch{accumulation}, "
+             f"seed {self.seed}, device {self.device}, {self.rank.world_size} process(es)")
         writer = self._visualdl()
         previous = self._install_signal_handlers()
         result = {}
@@ -388,79 +415,111 @@ class Trainer:
             for layer in self.model.sublayers():
                 if isinstance(layer, (paddle.nn.layer.norm._BatchNormBase, paddle.nn.BatchNorm)):
                     layer.eval()
-        steps_in_epoch = len(self.train_sampler)
+        batches = len(self.train_sampler)
+        steps_in_epoch = math.ceil(batches / self.accum_steps)  # optimizer steps, for the log
         window = _Window(self.rank)
         epoch_start = time.perf_counter()
         profiler = self._profiler(epoch)
-        health = _EpochHealth(self, steps_in_epoch - first_step)
+        health = _EpochHealth(self, batches - first_step)
+        group = _AccumulationGroup(first_step, batches, self.accum_steps)
         step = first_step - 1
         for step, (images, labels, _indices, bad) in enumerate(self._batches(epoch, first_step), start=first_step):
             self.bad_log.add(bad)
             # the step's agreement: images read and unreadable, stop requests, ranks with no image
             read, unreadable, stops, empty = self.control.sum(
                 [len(labels), len(bad), 1 if self.stop_requested else 0, 1 if len(labels) == 0 else 0])
-            if stops:
+            if step == group.end:
+                group.begin(step)
+            if stops and step == group.start:  # a stop heard mid-group waits for the group's end
                 self.stop_agreed = self.stop_requested or "SIGTERM"
-                _log(self.rank, f"{self.stop_agreed}: every rank stops before step {step}; "
+                _log(self.rank, f"{self.stop_agreed}: every rank stops before step {step // self.accum_steps}; "
                      "saving a checkpoint before exiting")
                 self.halt = True
                 return step
             health.add(read, unreadable)
-            health.check(epoch, step)
+            health.check(epoch, group.start)
             if empty:
-                # some rank has nothing to train on: all ranks skip the step together (the same collectives)
+                # some rank has nothing to train on: all ranks skip the batch together (the same collectives)
                 self.skipped_steps += 1
-                _log(self.rank, f"[train] epoch {epoch} step {step}: skipped on every rank ({empty} rank(s) had "
+                _log(self.rank, f"[train] epoch {epoch} batch {step}: skipped on every rank ({empty} rank(s) had "
                      "no readable image)")
-                self.global_step += 1
-                self.scheduler.step()
-                continue
-            images, labels = fill_from_good_rows(images, labels, len(labels) + len(bad))
-            # per-step, per-rank seeds: dropout, drop-connect and mixup repeat exactly after a resume
-            paddle.seed(self.seed * 100_003 + self.global_step * 1_009 + self.rank.rank)
-            mixup = MixupBatch(args.mixup_alpha, np.random.default_rng([self.seed, epoch, step, self.rank.rank])) \
-                if args.use_mixup else None
-            self._train_step(images, labels, mixup, window)
-            self.global_step += 1
-            self.optimizer_steps_here += 1
+            else:
+                images, labels = fill_from_good_rows(images, labels, len(labels) + len(bad))
+                # per-batch, per-rank seeds: dropout, drop-connect and mixup repeat exactly after a resume
+                paddle.seed(self.seed * 100_003 + self.global_step * 1_009 + self.rank.rank
+                            + (step - group.start) * 7_919)
+                mixup = batch_augmentation(args, np.random.default_rng([self.seed, epoch, step, self.rank.rank]))
+                last = step == group.end - 1
+                self._accumulate(images, labels, mixup, window, group.size, sync=last)
+                group.trained += 1
+                group.synced = last
             if profiler is not None:
                 profiler.step()
-            if step % args.print_step == 0 or step == steps_in_epoch - 1:
-                self._log_window(epoch, step, steps_in_epoch, window, epoch_start, writer)
+            if step < group.end - 1:
+                continue
+            self._finish_group(group, window)
+            index = step // self.accum_steps
+            if window.steps and (index % args.print_step == 0 or step == batches - 1):
+                self._log_window(epoch, index, steps_in_epoch, window, epoch_start, writer)
             if args.max_iter and self.global_step >= args.max_iter:
                 _log(self.rank, f"--max_iter {args.max_iter} reached")
                 self.halt = True
                 return step + 1
         if window.steps:
-            self._log_window(epoch, step, steps_in_epoch, window, epoch_start, writer)
+            self._log_window(epoch, step // self.accum_steps, steps_in_epoch, window, epoch_start, writer)
         health.finish(epoch)
         if profiler is not None:
             profiler.stop()
             profiler.summary()
-        return steps_in_epoch
+        return batches
 
-    def _train_step(self, images, labels, mixup, window: _Window) -> None:
+    def _accumulate(self, images, labels, mixup, window: _Window, group_size: int, sync: bool) -> None:
+        """Forward and backward of one loader batch; its gradient adds to the group's. Under DataParallel
+        only the group's last batch (``sync``) all-reduces: DataParallel.forward prepares the reducer only
+        when grad_need_sync is set, and no_sync() clears it (paddle/distributed/parallel.py,
+        DataParallel.no_sync / forward); the reducer then all-reduces the accumulated gradients."""
         x = self.normalize(images)
         y = labels if isinstance(labels, paddle.Tensor) else paddle.to_tensor(labels)
         y_b, lam = None, 1.0
         if mixup is not None:
             x, y, y_b, lam = mixup(x, y)
-        with self.amp.autocast():
-            output = self.net(x)
-            loss = self.loss_fn(output, y, y_b, lam)
+        quiet = self.net.no_sync() if self.rank.distributed and not sync else contextlib.nullcontext()
+        with quiet:
+            with self.amp.autocast():
+                output = self.net(x)
+                loss = self.loss_fn(output, y, y_b, lam)
+            # the group's gradient is the mean over its batches (a group of 1: the loss as it is)
+            share = loss / group_size if group_size > 1 else loss
+            if self.scaler.is_enable():
+                self.scaler.scale(share).backward()  # one loss scale for the whole group: update() runs at its end
+            else:
+                share.backward()
+        window.add(loss, main_logits(output), y)
+
+    def _finish_group(self, group: _AccumulationGroup, window: _Window) -> None:
+        """The optimizer step at a group's end (with AMP: one unscale, one overflow check, one scale update)."""
+        self.global_step += 1
+        if not group.trained:  # every batch of the group was skipped: the schedule still moves on
+            self.scheduler.step()
+            return
+        if self.rank.distributed and not group.synced:
+            # the group's last batch was skipped on every rank, so no backward all-reduced the gradients;
+            # average them here (fused_allreduce_gradients with no hybrid group: the global group, scaled by
+            # 1/world_size; paddle/distributed/fleet/utils/hybrid_parallel_util.py)
+            from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+
+            fused_allreduce_gradients(list(self.model.parameters()), None)
         window.lr = self.optimizer.get_lr()  # the lr this step uses (logged), before the schedule moves
         if self.scaler.is_enable():
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)  # skips the step when gradients overflowed
+            self.scaler.step(self.optimizer)  # unscales, then optimizer.step; skipped when gradients overflowed
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
         self.optimizer.clear_grad()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        window.add(loss, main_logits(output), y)
+        self.optimizer_steps_here += 1
 
     def _log_window(self, epoch, step, steps, window: _Window, epoch_start, writer) -> None:
         """One host sync per logged step: loss and accuracy since the last log, summed over ranks."""
@@ -664,6 +723,26 @@ class _Window:
         elapsed = time.perf_counter() - self.started
         self._reset()
         return loss_sum / steps, top1 / images, top5 / images, int(images), images / max(elapsed, 1e-9)
+
+
+class _AccumulationGroup:
+    """The loader batches [start, end) of one optimizer step: groups of ``accum_steps`` batches counted from
+    the epoch's start, the last one cut at the epoch's end; ``trained`` of them reached backward (a batch no
+    rank could read is skipped), ``synced`` when the last one did (its backward all-reduced the group)."""
+
+    def __init__(self, first_step: int, batches: int, accum_steps: int):
+        self.batches, self.accum_steps = batches, accum_steps
+        self.start = self.end = first_step
+        self.trained, self.synced = 0, False
+
+    def begin(self, step: int) -> None:
+        self.start = step
+        self.end = min(self.batches, (step // self.accum_steps + 1) * self.accum_steps)
+        self.trained, self.synced = 0, False
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
 
 
 class _EpochHealth:

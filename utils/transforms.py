@@ -1,7 +1,7 @@
 """The one preprocessing definition, shared by train.py, eval.py, infer.py, predict.py and the export.
 
 Images are decoded with OpenCV to RGB uint8 HWC; training applies random resized crop, flip and the
-optional rotation / colour jitter / AutoAugment; evaluation resizes the short side and centre-crops.
+optional rotation / colour jitter / AutoAugment / RandAugment; evaluation resizes the short side and centre-crops.
 Both end in :func:`normalize_to_chw` (float32 CHW, scaled to 0-1 then mean/std normalised).
 ``PreprocessConfig`` is plain data (JSON-serialisable) so an exported model carries it alongside.
 """
@@ -72,6 +72,9 @@ class PreprocessConfig:
     rotate_degrees: float = 0.0
     color_jitter: float = 0.0
     use_aa: bool = False
+    use_randaugment: bool = False
+    randaugment_n: int = 2  # operations per image; the paper's ImageNet ResNet-50 setting N=2, M=9
+    randaugment_m: int = 9  # magnitude, 0-30
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -298,7 +301,7 @@ def train_transform(image: np.ndarray, cfg: PreprocessConfig, rng: np.random.Gen
 
 
 def train_augment(image: np.ndarray, cfg: PreprocessConfig, rng: np.random.Generator) -> np.ndarray:
-    """Training augmentation (crop, flip, rotation, AutoAugment, colour); uint8 HWC."""
+    """Training augmentation (crop, flip, rotation, AutoAugment or RandAugment, colour); uint8 HWC."""
     if cfg.rotate_degrees:
         image = rotate(image, rng.uniform(-cfg.rotate_degrees, cfg.rotate_degrees))
     image = random_resized_crop(image, cfg.crop_size, cfg, rng)
@@ -308,6 +311,10 @@ def train_augment(image: np.ndarray, cfg: PreprocessConfig, rng: np.random.Gener
         from utils.autoaugment import imagenet_autoaugment
 
         image = imagenet_autoaugment(np.ascontiguousarray(image), rng)
+    if cfg.use_randaugment:
+        from utils.randaugment import randaugment
+
+        image = randaugment(np.ascontiguousarray(image), cfg.randaugment_n, cfg.randaugment_m, rng)
     if cfg.color_jitter:
         image = color_jitter(image, cfg.color_jitter, rng)
     return image
