@@ -276,7 +276,8 @@ def test_the_report_of_every_engine_equals_the_dygraph_report(random_weights, di
     sources = {"dygraph": ["--model=ResNet18", f"--pretrained_model={random_weights}", *SMALL, "--engine=dygraph"],
                "inference": ["--model=ResNet18", f"--pretrained_model={random_weights}", *SMALL,
                              "--engine=inference"],
-               "export": [f"--inference_model={tmp_path / 'export' / 'ResNet18'}", "--reader_thread=0"]}
+               "export": [f"--inference_model={tmp_path / 'export' / 'ResNet18'}", "--reader_thread=0",
+                          "--engine=inference", "--precision=fp32"]}
     reports = {}
     for name, flags in sources.items():
         out = tmp_path / name
